@@ -1,0 +1,135 @@
+"""The gateway app factory. Runtime objects are built in the lifespan and kept on ``app.state.rt``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from antidistill.backends.base import Backend
+from antidistill.clock import Clock, SystemClock
+from antidistill.errors import AntidistillError, InvalidRequestError, NotFoundError
+from antidistill.gateway.admin import ADMIN_ROUTES
+from antidistill.gateway.http import JSONResponse, error_response
+from antidistill.gateway.metrics import GatewayMetrics
+from antidistill.gateway.openai_routes import ROUTES as OPENAI_ROUTES
+from antidistill.gateway.runtime import Runtime, Watermarker
+from antidistill.settings import Settings
+from antidistill.store.base import Store
+
+log = logging.getLogger("antidistill.gateway")
+
+
+async def healthz(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    try:
+        await anyio.to_thread.run_sync(rt.store.count_events, "__healthz__")
+        store_ok = True
+    except Exception:
+        store_ok = False
+    body: dict[str, Any] = {"status": "ok" if store_ok else "degraded", "backend": rt.backend.name}
+    body["store"] = "ok" if store_ok else "unreachable"
+    return JSONResponse(body, status_code=200 if store_ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: AntidistillError = NotFoundError(f"Unknown request URL: {request.method} {request.url.path}.")
+    else:
+        err = InvalidRequestError(
+            str(exc.detail), code="method_not_allowed" if exc.status_code == 405 else None
+        )
+        err.status = exc.status_code
+    return error_response(err)
+
+
+async def _antidistill_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AntidistillError)
+    return error_response(exc)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(AntidistillError("The server had an error while processing your request."))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
+    watermarker: Watermarker | None = None,
+) -> Starlette:
+    """Build the gateway. Pass ``store``/``backend`` to inject them (tests); otherwise they are built
+    from settings in the lifespan. Injected objects are started and closed by the lifespan too."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from antidistill.backends.registry import build_backend
+        from antidistill.gateway.watermarking import build_watermarker
+        from antidistill.store import EventWriter, open_store
+
+        st = store if store is not None else open_store(settings.database_url)
+        await anyio.to_thread.run_sync(st.migrate)
+        writer = EventWriter(st, settings.events)
+        writer.start()
+        be = backend if backend is not None else build_backend(settings.backend)
+        m = GatewayMetrics()
+        m.watch_writer(writer)
+        try:
+            await be.start()
+            wm = watermarker if watermarker is not None else build_watermarker(settings, be)
+            app.state.rt = Runtime(
+                settings=settings,
+                store=st,
+                events=writer,
+                backend=be,
+                metrics=m,
+                clock=clock or SystemClock(),
+                watermarker=wm,
+            )
+            log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
+            yield
+        finally:
+            await be.aclose()
+            await anyio.to_thread.run_sync(writer.close)
+            st.close()
+            log.info("gateway stopped; events flushed")
+
+    return Starlette(
+        routes=[
+            *OPENAI_ROUTES,
+            *ADMIN_ROUTES,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_exception,
+            AntidistillError: _antidistill_error,
+            Exception: _unhandled,
+        },
+    )
+
+
+def _safe_url(store: Store) -> str:
+    url = getattr(store, "url", "?")
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return str(url)

@@ -1,0 +1,231 @@
+"""The public OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from antidistill.backends.base import Chunk, Completion, GenerationRequest
+from antidistill.errors import (
+    AntidistillError,
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
+from antidistill.gateway.http import JSONResponse, bearer_token, client_ip, error_response, read_json
+from antidistill.gateway.recorder import ExchangeRecord
+from antidistill.gateway.render import DONE_FRAME, ChunkRenderer, completion_body, error_frame
+from antidistill.gateway.runtime import Runtime
+from antidistill.gateway.schemas import parse_chat, parse_completion
+from antidistill.store.base import Account, ApiKey
+
+log = logging.getLogger("antidistill.gateway")
+T = TypeVar("T")
+
+_PARSERS = {"chat": parse_chat, "completion": parse_completion}
+_ID_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-"}
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+async def authenticate(rt: Runtime, request: Request) -> tuple[ApiKey, Account]:
+    token = bearer_token(request)
+    if token is None:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+    found = await anyio.to_thread.run_sync(rt.store.authenticate, token)
+    if found is None:
+        raise AuthenticationError("Incorrect API key provided, or the key was revoked.")
+    key, account = found
+    if account.status == "blocked":
+        raise PermissionDeniedError(
+            "This account is blocked. Contact the provider's trust and safety team.",
+            code="account_blocked",
+        )
+    return key, account
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` but cancel it if the client goes away first (stops generation for it)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise asyncio.CancelledError("client disconnected")
+    return task.result()
+
+
+async def _generate(request: Request, kind: str) -> Response:
+    rt = _rt(request)
+    t0 = time.perf_counter()
+    request_id = _ID_PREFIX[kind] + uuid.uuid4().hex
+    rec = ExchangeRecord(
+        rt=rt,
+        request_id=request_id,
+        endpoint=kind,
+        t0=t0,
+        ts=rt.clock.now(),
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    rt.metrics.inflight.inc()
+    try:
+        key, account = await authenticate(rt, request)
+        rec.account_id, rec.key_id = account.id, key.id
+        body = await read_json(request, rt.settings.limits.max_body_bytes)
+        parsed, gen = _PARSERS[kind](body, request_id, rt.settings.limits)
+        rec.set_request(gen)
+        if gen.model not in rt.backend.model_ids():
+            raise ModelNotFoundError(
+                f"The model '{gen.model}' does not exist or you do not have access to it.", param="model"
+            )
+        if rt.watermarker is not None:
+            gen = replace(gen, watermark=rt.watermarker.assign(account, gen))
+            rec.set_watermark(gen.watermark)
+        created = int(rt.clock.now())
+        if parsed.stream:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            chunks = rt.backend.stream(gen)
+            try:  # the first chunk is awaited before any byte is sent, so early failures get a status
+                first = await _until_disconnect(request, _first_chunk(rt, chunks))
+            except BaseException:
+                await chunks.aclose()
+                raise
+            return _stream_response(gen, rec, chunks, first, created, include_usage)
+        result: Completion = await _until_disconnect(request, _complete(rt, gen))
+        rec.finish(200, result=result)
+        return JSONResponse(completion_body(gen, result, created), headers={"x-request-id": request_id})
+    except AntidistillError as err:
+        rec.finish(err.status, error_code=err.code)
+        if err.status >= 500:
+            log.warning("request %s failed: %s", request_id, err.message)
+        return error_response(err, request_id)
+    except asyncio.CancelledError:
+        rec.finish(499, error_code="client_disconnected")
+        raise
+    except Exception:
+        log.exception("request %s crashed", request_id)
+        rec.finish(500, error_code="internal_error")
+        return error_response(AntidistillError("The server had an error while processing your request."))
+    finally:
+        rt.metrics.inflight.dec()
+
+
+async def _complete(rt: Runtime, gen: GenerationRequest) -> Completion:
+    try:
+        async with asyncio.timeout(rt.settings.limits.request_timeout_s):
+            return await rt.backend.complete(gen)
+    except TimeoutError:
+        raise BackendTimeoutError("the model took too long to answer") from None
+
+
+async def _first_chunk(rt: Runtime, chunks: AsyncGenerator[Chunk, None]) -> Chunk | None:
+    try:
+        async with asyncio.timeout(rt.settings.limits.request_timeout_s):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise BackendTimeoutError("the model took too long to start answering") from None
+
+
+def _stream_response(
+    gen: GenerationRequest,
+    rec: ExchangeRecord,
+    chunks: AsyncGenerator[Chunk, None],
+    first: Chunk | None,
+    created: int,
+    include_usage: bool,
+) -> StreamingResponse:
+    renderer = ChunkRenderer(gen, created, include_usage)
+
+    async def rest() -> AsyncGenerator[Chunk, None]:
+        if first is not None:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+    async def body() -> AsyncIterator[bytes]:
+        status, code = 200, None
+        try:
+            async with contextlib.aclosing(rest()) as stream:
+                async for chunk in stream:
+                    rec.add_chunk(chunk)
+                    for frame in renderer.frames(chunk):
+                        yield frame
+            yield DONE_FRAME
+        except AntidistillError as err:
+            status, code = err.status, err.code
+            yield error_frame(err)
+        except (asyncio.CancelledError, GeneratorExit):
+            status, code = 499, "client_disconnected"
+            raise
+        except Exception:
+            log.exception("stream %s crashed", gen.request_id)
+            status, code = 500, "internal_error"
+            yield error_frame(BackendError("The server had an error while streaming the response."))
+        finally:
+            await chunks.aclose()
+            rec.finish(status, error_code=code, stream=True)
+
+    headers = {"x-request-id": gen.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, "chat")
+
+
+async def completions(request: Request) -> Response:
+    return await _generate(request, "completion")
+
+
+async def list_models(request: Request) -> Response:
+    rt = _rt(request)
+    try:
+        await authenticate(rt, request)
+    except AntidistillError as err:
+        return error_response(err)
+    data: list[dict[str, Any]] = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "antidistill"} for m in rt.backend.model_ids()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

@@ -1,0 +1,32 @@
+"""The runtime objects of one gateway app, built in its lifespan and kept on ``app.state.rt``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from antidistill.backends.base import Backend, GenerationRequest, WatermarkAssignment
+from antidistill.clock import Clock
+from antidistill.gateway.metrics import GatewayMetrics
+from antidistill.settings import Settings
+from antidistill.store.base import Account, Event, Store
+
+
+class EventSink(Protocol):
+    def submit(self, event: Event) -> None: ...
+
+
+class Watermarker(Protocol):
+    def assign(self, account: Account, gen: GenerationRequest) -> WatermarkAssignment | None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    events: EventSink
+    backend: Backend
+    metrics: GatewayMetrics
+    clock: Clock
+    watermarker: Watermarker | None = None
+    extras: dict[str, Any] | None = None

