@@ -1,0 +1,64 @@
+"""The durable store: accounts, API keys and the event log, on SQLite (default) or PostgreSQL.
+
+``open_store(url)`` picks the implementation from the URL scheme through a plain registry
+(third parties add schemes with the ``antidistill.stores`` entry-point group);
+``EventWriter`` batches the gateway's events into it off the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from antidistill.errors import ConfigError
+from antidistill.store.base import (
+    ACCOUNT_STATUSES,
+    TIERS,
+    Account,
+    AlreadyExistsError,
+    ApiKey,
+    Event,
+    RejectedDataError,
+    Store,
+)
+from antidistill.store.sql import SqlStore
+from antidistill.store.writer import EventWriter
+
+StoreFactory = Callable[[str], Store]
+
+STORES: dict[str, StoreFactory] = {
+    "sqlite": SqlStore,
+    "postgres": SqlStore,
+    "postgresql": SqlStore,
+    "postgresql+psycopg": SqlStore,
+}
+
+
+def _plugin_stores() -> dict[str, StoreFactory]:
+    return {ep.name: ep.load() for ep in entry_points(group="antidistill.stores")}
+
+
+def open_store(url: str) -> Store:
+    """The Store for ``url`` (not migrated yet: call ``migrate()``). ConfigError for unknown schemes."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    factory = STORES.get(scheme) or _plugin_stores().get(scheme)
+    if factory is None:
+        known = ", ".join(sorted({*STORES, *_plugin_stores()}))
+        raise ConfigError(f"unknown database URL scheme {scheme!r} in the database URL (known: {known})")
+    return factory(url)
+
+
+__all__ = [
+    "ACCOUNT_STATUSES",
+    "STORES",
+    "TIERS",
+    "Account",
+    "AlreadyExistsError",
+    "ApiKey",
+    "Event",
+    "EventWriter",
+    "RejectedDataError",
+    "SqlStore",
+    "Store",
+    "open_store",
+]
