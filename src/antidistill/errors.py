@@ -112,3 +112,21 @@ class StoreError(AntidistillError):
     status = 500
     error_type = "server_error"
     code = "store_error"
+
+
+class AlreadyExistsError(StoreError):
+    """A unique value (e.g. an account name) is taken; the caller sent a conflicting request."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "already_exists"
+
+
+class RejectedDataError(StoreError):
+    """The database refused these rows as data (bad value, constraint): retrying will not help.
+
+    Any other StoreError means the database could not be used right now (down, locked, timeout).
+    The event writer relies on this split: rejected rows are set aside, the rest is retried.
+    """
+
+    code = "rejected_data"

@@ -54,6 +54,11 @@ class LocalBackendSettings(BaseModel):
         description="Where the de-quantized HF copy of a GGUF model is kept to make later starts fast.",
     )
     max_batch_size: int = Field(8, ge=1, le=256, description="Concurrent sequences decoded together.")
+    max_pending: int | None = Field(
+        None,
+        ge=1,
+        description="Requests that may wait for a batch slot (default 8 x max_batch_size); then 503.",
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's).")
     max_context_tokens: int = Field(2048, ge=16, description="Prompt + completion token limit.")
 

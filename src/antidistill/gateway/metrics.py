@@ -20,7 +20,15 @@ class _WriterCollector(Collector):
 
     def collect(self) -> Any:
         w = self._writer
-        for name in ("events_submitted", "events_written", "events_spilled", "write_errors"):
+        for name in (
+            "events_submitted",
+            "events_written",
+            "events_spilled",
+            "events_replayed",
+            "events_rejected",
+            "events_lost",
+            "write_errors",
+        ):
             c = CounterMetricFamily(f"antidistill_{name}", f"Event writer: {name.replace('_', ' ')}.")
             c.add_metric([], float(getattr(w, name, 0)))
             yield c

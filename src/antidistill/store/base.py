@@ -11,29 +11,22 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from antidistill.errors import StoreError
+from antidistill.errors import AlreadyExistsError, RejectedDataError
 
 Tier = Literal["trusted", "standard", "new"]
 TIERS: tuple[str, ...] = ("trusted", "standard", "new")
 ACCOUNT_STATUSES: tuple[str, ...] = ("active", "blocked")
 
-
-class AlreadyExistsError(StoreError):
-    """A unique value (e.g. an account name) is taken; the caller sent a conflicting request."""
-
-    status = 409
-    error_type = "invalid_request_error"
-    code = "already_exists"
-
-
-class RejectedDataError(StoreError):
-    """The database refused these rows as data (bad value, constraint): retrying will not help.
-
-    Any other StoreError means the database could not be used right now (down, locked, timeout).
-    The event writer relies on this split: rejected rows are set aside, the rest is retried.
-    """
-
-    code = "rejected_data"
+__all__ = [
+    "ACCOUNT_STATUSES",
+    "TIERS",
+    "Account",
+    "AlreadyExistsError",
+    "ApiKey",
+    "Event",
+    "RejectedDataError",
+    "Store",
+]
 
 
 @dataclass(frozen=True, slots=True)
