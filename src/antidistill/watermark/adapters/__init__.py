@@ -1,0 +1,1 @@
+"""Framework adapters (transformers LogitsProcessors). Imported on demand: they pull in torch."""
