@@ -148,3 +148,44 @@ def test_sdk_errors_and_retries(tmp_path: Path) -> None:
         app.state.rt.events.flush()
         statuses = [ev.status for ev in app.state.rt.store.iter_events()]
         assert statuses.count(502) == 1 and statuses.count(200) == 1
+
+
+@pytest.mark.model
+def test_answers_carry_the_accounts_watermark(teacher_gateway: tuple[str, str, object]) -> None:
+    """Sampled answers are marked with the account's key; the event names the key and config hash."""
+    import numpy as np
+
+    from antidistill.watermark.detect import Detector
+
+    url, key, app = teacher_gateway
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    prompts = [
+        "Write a detailed essay about the history of the bicycle.",
+        "Explain in depth how volcanoes form and erupt.",
+        "Describe, step by step, how to bake bread at home.",
+        "Tell a long story about a lighthouse keeper and a storm.",
+    ]
+    texts = [
+        client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": p}], max_tokens=200,
+            temperature=1.0,
+        ).choices[0].message.content or ""
+        for p in prompts
+    ]
+    rt = app.state.rt  # type: ignore[attr-defined]
+    rt.events.flush()
+    events = [e for e in rt.store.iter_events() if e.params.get("temperature") == 1.0 and e.status == 200]
+    assert len(events) == len(prompts)
+    directory = rt.watermarker.directory
+    acc_key = directory.current("account", events[0].account_id)
+    assert {e.watermark_key_id for e in events} == {acc_key.key_id}
+    assert {e.watermark_config_hash for e in events} == {acc_key.config_hash}
+
+    tok = rt.backend._tokenizer
+    seqs = [np.asarray(tok(t, add_special_tokens=False).input_ids, dtype=np.int64) for t in texts]
+    other = directory.keyring.derive("account", "someone-else", 1)
+    ours = Detector().detect(seqs, [acc_key], pool=True)
+    theirs = Detector().detect(seqs, [other], pool=True)
+    # ~600 scored tokens from a 135M model: the pooled test is decisive under the right key only
+    assert ours.p_value < 1e-6, ours.explanation
+    assert theirs.p_value > 1e-3, theirs.explanation

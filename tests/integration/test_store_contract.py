@@ -31,7 +31,7 @@ def test_migrate_twice_is_a_no_op(store: SqlStore) -> None:
     acc = store.create_account("before-remigrate")
     store.migrate()
     store.migrate()
-    assert store.schema_revision() == head_revision() == "0001"
+    assert store.schema_revision() == head_revision() == "0002"
     assert store.get_account(acc.id) == acc
 
 
@@ -295,3 +295,16 @@ def test_unreachable_postgres_fails_fast_without_leaking_the_password() -> None:
     assert "127.0.0.1:1/nowhere" in info.value.message and "s3cr3t-pw" not in info.value.message
     assert "s3cr3t-pw" not in store.url
     store.close()
+
+
+def test_watermark_key_records_are_idempotent_and_public(store: SqlStore) -> None:
+    record = {"key_id": "wk_0123456789abcdef", "scope": "account", "ident": "acc1", "scheme": "gumbel",
+              "version": 1, "scheme_params": {"window": 4}, "tokenizer": "t", "vocab_size": 10}
+    assert store.record_watermark_key(record, "h" * 64) is True
+    assert store.record_watermark_key(record, "h" * 64) is False
+    store.record_watermark_key({**record, "key_id": "wk_1", "version": 2}, "g" * 64)
+    store.record_watermark_key({**record, "key_id": "wk_2", "ident": "acc2"}, "f" * 64)
+    mine = store.watermark_key_records(scope="account", ident="acc1")
+    assert [r["version"] for r in mine] == [1, 2]
+    assert mine[0] == record
+    assert len(store.watermark_key_records()) == 3

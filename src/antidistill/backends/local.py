@@ -45,6 +45,7 @@ class LocalBackend:
         self._max_pending = max_pending or settings.max_pending or 8 * settings.max_batch_size
         self._engine: LocalEngine | None = None
         self._max_context = settings.max_context_tokens
+        self._vocab_info: tuple[str, int] | None = None
 
     @property
     def engine(self) -> LocalEngine | None:
@@ -81,6 +82,16 @@ class LocalBackend:
 
     def model_ids(self) -> list[str]:
         return [self._served_model]
+
+    def watermark_vocabulary(self) -> tuple[str, int]:
+        """(tokenizer fingerprint, logits size): what a watermark key for this model fixes."""
+        from antidistill.watermark.keystore import tokenizer_fingerprint
+
+        if self._model is None:
+            raise BackendError("the local backend is not started")
+        if self._vocab_info is None:
+            self._vocab_info = (tokenizer_fingerprint(self._tokenizer), int(self._model.config.vocab_size))
+        return self._vocab_info
 
     async def complete(self, req: GenerationRequest) -> Completion:
         n = req.params.n

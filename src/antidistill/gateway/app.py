@@ -93,7 +93,7 @@ def create_app(
         m.watch_writer(writer)
         try:
             await be.start()
-            wm = watermarker if watermarker is not None else build_watermarker(settings, be)
+            wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
             app.state.rt = Runtime(
                 settings=settings,
                 store=st,

@@ -111,7 +111,7 @@ async def _generate(request: Request, kind: str) -> Response:
                 f"The model '{gen.model}' does not exist or you do not have access to it.", param="model"
             )
         if rt.watermarker is not None:
-            gen = replace(gen, watermark=rt.watermarker.assign(account, gen))
+            gen = replace(gen, watermark=await rt.watermarker.assign(account, gen))
             rec.set_watermark(gen.watermark)
         created = int(rt.clock.now())
         if parsed.stream:

@@ -17,7 +17,7 @@ class EventSink(Protocol):
 
 
 class Watermarker(Protocol):
-    def assign(self, account: Account, gen: GenerationRequest) -> WatermarkAssignment | None: ...
+    async def assign(self, account: Account, gen: GenerationRequest) -> WatermarkAssignment | None: ...
 
 
 @dataclass

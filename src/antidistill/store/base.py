@@ -118,3 +118,10 @@ class Store(Protocol):
     ) -> Iterator[Event]:
         """Events in (ts, id) order."""
         ...
+
+    # watermark key records (public part; secrets are re-derived from the master secret)
+    def record_watermark_key(self, record: dict[str, Any], config_hash: str) -> bool: ...
+
+    def watermark_key_records(
+        self, scope: str | None = None, ident: str | None = None
+    ) -> list[dict[str, Any]]: ...

@@ -78,3 +78,19 @@ events = sa.Table(
     sa.Index("ix_events_ts", "ts", "id"),
     sa.Index("ix_events_account_ts", "account_id", "ts", "id"),
 )
+
+# Public records of the watermark keys in use (never the secret: keys are re-derived from the master
+# secret). A key id stays derivable forever, so rotation never invalidates old evidence.
+watermark_keys = sa.Table(
+    "watermark_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("ident", sa.String(200), nullable=False),
+    sa.Column("scheme", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("record", sa.JSON, nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_watermark_keys_owner", "scope", "ident", "scheme", "version"),
+)

@@ -22,7 +22,7 @@ from antidistill.store import tokens
 from antidistill.store.base import ACCOUNT_STATUSES, TIERS, Account, AlreadyExistsError, ApiKey, Event
 from antidistill.store.codec import event_to_row, row_to_event, rows_to_json
 from antidistill.store.engine import Database
-from antidistill.store.schema import accounts, api_keys, events
+from antidistill.store.schema import accounts, api_keys, events, watermark_keys
 
 _MAX_NAME = 200
 _KEY_ID_ATTEMPTS = 5
@@ -294,3 +294,36 @@ class SqlStore:
     def schema_revision(self) -> str | None:
         with self._db.read() as conn:
             return migrations.current_revision(conn)
+
+    # watermark key records ---------------------------------------------------------------------
+    def record_watermark_key(self, record: dict[str, Any], config_hash: str) -> bool:
+        """Keep the public record of a key in use (idempotent by key_id). True if it was new."""
+        row = {
+            "key_id": record["key_id"],
+            "scope": record["scope"],
+            "ident": record["ident"],
+            "scheme": record["scheme"],
+            "version": int(record["version"]),
+            "record": record,
+            "config_hash": config_hash,
+            "created_at": self._clock(),
+        }
+        with self._db.write() as conn:
+            if conn.execute(
+                sa.select(watermark_keys.c.key_id).where(watermark_keys.c.key_id == row["key_id"])
+            ).first():
+                return False
+            conn.execute(watermark_keys.insert().values(**row))
+            return True
+
+    def watermark_key_records(
+        self, scope: str | None = None, ident: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Public key records, oldest first (each has key_id, scope, ident, scheme, version, ...)."""
+        q = sa.select(watermark_keys.c.record).order_by(watermark_keys.c.created_at, watermark_keys.c.key_id)
+        if scope is not None:
+            q = q.where(watermark_keys.c.scope == scope)
+        if ident is not None:
+            q = q.where(watermark_keys.c.ident == ident)
+        with self._db.read() as conn:
+            return [dict(r[0]) for r in conn.execute(q)]
