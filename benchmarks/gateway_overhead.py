@@ -24,11 +24,14 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import percentile, print_table, write_results  # noqa: E402
+from benchmarks._util import percentile, print_table, write_results
 
 VENV_BIN = Path(sys.executable).parent
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
-        "max_tokens": 16}
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
+    "max_tokens": 16,
+}
 
 
 def _free_port() -> int:
@@ -55,7 +58,9 @@ def _wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-async def _one(client: httpx.AsyncClient, url: str, headers: dict[str, str], stream: bool) -> tuple[float, float]:
+async def _one(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], stream: bool
+) -> tuple[float, float]:
     t0 = time.perf_counter()
     if not stream:
         r = await client.post(url, json=BODY, headers=headers)
@@ -72,7 +77,9 @@ async def _one(client: httpx.AsyncClient, url: str, headers: dict[str, str], str
     return (ttft if ttft is not None else total), total
 
 
-async def open_loop(url: str, headers: dict[str, str], rate: float, duration: float, stream: bool) -> dict[str, Any]:
+async def open_loop(
+    url: str, headers: dict[str, str], rate: float, duration: float, stream: bool
+) -> dict[str, Any]:
     """Send at a fixed rate regardless of completions (no coordinated omission)."""
     n = int(rate * duration)
     lat: list[float] = []
@@ -100,9 +107,13 @@ async def open_loop(url: str, headers: dict[str, str], rate: float, duration: fl
         elapsed = time.perf_counter() - start
     ms = 1000.0
     return {
-        "requests": n, "errors": errors, "achieved_rps": len(lat) / elapsed,
-        "p50_ms": percentile(lat, 50) * ms, "p99_ms": percentile(lat, 99) * ms,
-        "ttft_p50_ms": percentile(first, 50) * ms, "ttft_p99_ms": percentile(first, 99) * ms,
+        "requests": n,
+        "errors": errors,
+        "achieved_rps": len(lat) / elapsed,
+        "p50_ms": percentile(lat, 50) * ms,
+        "p99_ms": percentile(lat, 99) * ms,
+        "ttft_p50_ms": percentile(first, 50) * ms,
+        "ttft_p99_ms": percentile(first, 99) * ms,
     }
 
 
@@ -137,28 +148,70 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="adbench-"))
     db = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     up_port, gw_port = _free_port(), _free_port()
-    env = {**os.environ, "ANTIDISTILL_EVENTS__SPILL_DIR": str(tmp / "spill"),
-           "ANTIDISTILL_WATERMARK__MASTER_SECRET_FILE": str(tmp / "wm.secret")}
+    env = {
+        **os.environ,
+        "ANTIDISTILL_EVENTS__SPILL_DIR": str(tmp / "spill"),
+        "ANTIDISTILL_WATERMARK__MASTER_SECRET_FILE": str(tmp / "wm.secret"),
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [*_pinned(0), str(VENV_BIN / "python"), "-m", "antidistill.evaluation.fake_upstream",
-             "--port", str(up_port), "--delay-ms", str(args.delay_ms)], env=env))
-        out = subprocess.run([str(VENV_BIN / "antidistill"), "keys", "create", "bench", "--json",
-                              "--database-url", db], env=env, check=True, capture_output=True, text=True)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *_pinned(0),
+                    str(VENV_BIN / "python"),
+                    "-m",
+                    "antidistill.evaluation.fake_upstream",
+                    "--port",
+                    str(up_port),
+                    "--delay-ms",
+                    str(args.delay_ms),
+                ],
+                env=env,
+            )
+        )
+        out = subprocess.run(
+            [str(VENV_BIN / "antidistill"), "keys", "create", "bench", "--json", "--database-url", db],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         key = json.loads(out.stdout.strip().splitlines()[-1])["api_key"]
-        procs.append(subprocess.Popen(
-            [*_pinned(1), str(VENV_BIN / "antidistill"), "serve", "--backend", "openai", "--served-model", "bench",
-             "--upstream-url", f"http://127.0.0.1:{up_port}/v1", "--port", str(gw_port), "--database-url", db,
-             "--log-level", "warning"], env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    *_pinned(1),
+                    str(VENV_BIN / "antidistill"),
+                    "serve",
+                    "--backend",
+                    "openai",
+                    "--served-model",
+                    "bench",
+                    "--upstream-url",
+                    f"http://127.0.0.1:{up_port}/v1",
+                    "--port",
+                    str(gw_port),
+                    "--database-url",
+                    db,
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+            )
+        )
         _wait_http(f"http://127.0.0.1:{up_port}/v1/models")
         _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
         direct = (f"http://127.0.0.1:{up_port}/v1/chat/completions", {})
         via = (f"http://127.0.0.1:{gw_port}/v1/chat/completions", {"Authorization": f"Bearer {key}"})
 
         rows: list[dict[str, Any]] = []
-        results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration, "delay_ms": args.delay_ms,
-                                   "database": db.split("://")[0]}
+        results: dict[str, Any] = {
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "delay_ms": args.delay_ms,
+            "database": db.split("://")[0],
+        }
         for stream in (False, True):
             mode = "stream" if stream else "json"
             for name, (url, headers) in (("direct", direct), ("gateway", via)):
@@ -172,14 +225,22 @@ def main() -> None:
         results["gateway_rps_one_core"] = asyncio.run(closed_loop(via[0], via[1], args.concurrency, 10))
         results["direct_rps"] = asyncio.run(closed_loop(direct[0], {}, args.concurrency, 10))
         path = write_results("gateway_overhead", results)
-        print_table(rows, ["mode", "target", "achieved_rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms",
-                           "errors"])
-        print(f"added latency (json):   p50 {results['json_added_p50_ms']:.2f} ms   p99 "
-              f"{results['json_added_p99_ms']:.2f} ms")
-        print(f"added TTFT (stream):    p50 {results['stream_added_p50_ms']:.2f} ms   p99 "
-              f"{results['stream_added_p99_ms']:.2f} ms")
-        print(f"sustained: gateway on one core {results['gateway_rps_one_core']:.0f} req/s "
-              f"(direct upstream {results['direct_rps']:.0f} req/s)")
+        print_table(
+            rows,
+            ["mode", "target", "achieved_rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "errors"],
+        )
+        print(
+            f"added latency (json):   p50 {results['json_added_p50_ms']:.2f} ms   p99 "
+            f"{results['json_added_p99_ms']:.2f} ms"
+        )
+        print(
+            f"added TTFT (stream):    p50 {results['stream_added_p50_ms']:.2f} ms   p99 "
+            f"{results['stream_added_p99_ms']:.2f} ms"
+        )
+        print(
+            f"sustained: gateway on one core {results['gateway_rps_one_core']:.0f} req/s "
+            f"(direct upstream {results['direct_rps']:.0f} req/s)"
+        )
         print(f"wrote {path}")
     finally:
         for p in procs:

@@ -51,7 +51,10 @@ async def authenticate(rt: Runtime, request: Request) -> tuple[ApiKey, Account]:
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
-    found = await anyio.to_thread.run_sync(rt.store.authenticate, token)
+    if getattr(rt.store, "inline_reads", False):  # embedded SQLite: a ~50 µs indexed read, no thread hop
+        found = rt.store.authenticate(token)
+    else:
+        found = await anyio.to_thread.run_sync(rt.store.authenticate, token)
     if found is None:
         raise AuthenticationError("Incorrect API key provided, or the key was revoked.")
     key, account = found

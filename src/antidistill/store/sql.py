@@ -103,6 +103,8 @@ class SqlStore:
         self._insert_rows = _EVENT_INSERTERS[self._db.dialect]
         self.url = self._db.url  # password hidden: safe to log
         self.dialect = self._db.dialect
+        # SQLite reads are local, short and never wait on writers (WAL): callers may run them inline
+        self.inline_reads = self.dialect == "sqlite"
         self.schema = self._db.schema
 
     def migrate(self) -> None:
