@@ -22,6 +22,7 @@ from antidistill.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from antidistill.gateway.admin_watermark import WATERMARK_ROUTES
 from antidistill.gateway.http import JSONResponse, bearer_token, error_response, read_json
 from antidistill.gateway.runtime import Runtime
 from antidistill.store.base import TIERS
@@ -98,4 +99,5 @@ ADMIN_ROUTES = [
     Route("/admin/accounts", list_accounts, methods=["GET"]),
     Route("/admin/accounts", create_account, methods=["POST"]),
     Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+    *WATERMARK_ROUTES,
 ]

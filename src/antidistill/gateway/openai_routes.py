@@ -117,6 +117,7 @@ async def _generate(request: Request, kind: str) -> Response:
             gen = replace(gen, watermark=await rt.watermarker.assign(account, gen))
             rec.set_watermark(gen.watermark)
         created = int(rt.clock.now())
+        rec.stream = parsed.stream
         if parsed.stream:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             chunks = rt.backend.stream(gen)
@@ -200,7 +201,7 @@ def _stream_response(
             yield error_frame(BackendError("The server had an error while streaming the response."))
         finally:
             await chunks.aclose()
-            rec.finish(status, error_code=code, stream=True)
+            rec.finish(status, error_code=code)
 
     headers = {"x-request-id": gen.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -28,6 +28,7 @@ class ExchangeRecord:
     params: dict[str, Any] = field(default_factory=dict)
     watermark_key_id: str | None = None
     watermark_config_hash: str | None = None
+    stream: bool = False
     _texts: dict[int, list[str]] = field(default_factory=dict)
     _prompt_tokens: int = 0
     _completion_tokens: int = 0
@@ -76,7 +77,6 @@ class ExchangeRecord:
         *,
         result: Completion | None = None,
         error_code: str | None = None,
-        stream: bool = False,
     ) -> None:
         if self._done:
             return
@@ -112,7 +112,7 @@ class ExchangeRecord:
                 latency_ms=latency * 1000.0,
                 status=status,
                 error_code=error_code,
-                stream=stream,
+                stream=self.stream,
                 watermark_key_id=self.watermark_key_id,
                 watermark_config_hash=self.watermark_config_hash,
             )
