@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from antidistill import __version__
-from antidistill.cli import keys
+from antidistill.cli import keys, watermark
 from antidistill.cli.serve import serve
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ def root(
 
 app.command("serve")(serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(watermark.app, name="watermark")
 
 
 def main() -> None:
