@@ -312,3 +312,35 @@ def test_progress_bar_on_stderr_for_big_inputs(world: World, tmp_path: Path) -> 
     assert "tokenizing" in result.stderr and "detecting" in result.stderr
     small = detect(world, str(jsonl([{"text": HUMAN[0]}], tmp_path / "small.jsonl")))
     assert small.exit_code == 0 and small.stderr == ""
+
+
+def test_keys_and_rotate_commands(tmp_path: Path) -> None:
+    """Rotation gives a new key id and keeps the old record; `keys` lists records without secrets."""
+    from typer.testing import CliRunner
+
+    from antidistill.cli.main import app as cli
+    from antidistill.settings import WatermarkSettings
+    from antidistill.store import open_store
+    from antidistill.watermark.keystore import load_master_secret
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    secret_file = tmp_path / "wm.secret"
+    secret = load_master_secret(WatermarkSettings(master_secret_file=str(secret_file)))
+    store = open_store(db)
+    store.migrate()
+    store.create_account("carol", "standard")
+    store.close()
+    env = {"ANTIDISTILL_WATERMARK__MASTER_SECRET_FILE": str(secret_file)}
+    runner = CliRunner()
+    first = runner.invoke(cli, ["watermark", "rotate", "carol", "--database-url", db], env=env)
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(cli, ["watermark", "rotate", "carol", "--database-url", db], env=env)
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert (a["version"], b["version"]) == (1, 2) and a["key_id"] != b["key_id"]
+    listed = runner.invoke(cli, ["watermark", "keys", "--scope", "account", "--database-url", db], env=env)
+    assert listed.exit_code == 0
+    ids = [json.loads(line)["key_id"] for line in listed.stdout.splitlines()]
+    assert ids == [a["key_id"], b["key_id"]]
+    assert secret.hex() not in listed.output
+    missing = runner.invoke(cli, ["watermark", "rotate", "nobody", "--database-url", db], env=env)
+    assert missing.exit_code == 2 and "no account" in missing.output

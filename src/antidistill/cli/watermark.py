@@ -154,3 +154,60 @@ def detect(
         for doc in report["documents"]:
             doc["line"] = lines[doc["index"]]
     typer.echo(json.dumps(report))
+
+
+def _directory(config: str | None, database_url: str | None, model_path: str | None) -> Any:
+    """The store-backed key directory for the configured model (tokenizer only, no weights)."""
+    from antidistill.store import open_store
+    from antidistill.watermark.keys import Keyring
+    from antidistill.watermark.keystore import KeyDirectory, load_master_secret
+    from antidistill.watermark.texts import load_text_tokenizer
+
+    settings = settings_from(config, database_url=database_url, **{"backend.local.model_path": model_path})
+    store = open_store(settings.database_url)
+    store.migrate()
+    tok = load_text_tokenizer(settings.backend.local)
+    ring = Keyring(load_master_secret(settings.watermark, create=False), tok.fingerprint, tok.vocab_size)
+    return KeyDirectory(ring, store), store
+
+
+@app.command("keys")
+@cli_errors
+def list_keys(
+    scope: str | None = typer.Option(None, help=f"Only this scope: {' | '.join(SCOPES)}."),
+    config: str | None = ConfigOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """List the recorded watermark keys (public records only, never a secret), one JSON line each."""
+    from antidistill.store import open_store
+
+    settings = settings_from(config, database_url=database_url)
+    store = open_store(settings.database_url)
+    try:
+        store.migrate()
+        for record in store.watermark_key_records(scope):
+            typer.echo(json.dumps(record, sort_keys=True))
+    finally:
+        store.close()
+
+
+@app.command("rotate")
+@cli_errors
+def rotate(
+    account: str = typer.Argument(..., help="Account name or id whose key gets a new version."),
+    model_path: str | None = typer.Option(None, help="Tokenizer source if not the embedded teacher."),
+    config: str | None = ConfigOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Give an account a new watermark key (new key id). Old versions stay recorded and testable.
+
+    Running gateways pick up the new key within a minute (their key cache refresh)."""
+    directory, store = _directory(config, database_url, model_path)
+    try:
+        acc = store.get_account(account)
+        if acc is None:
+            fail(f"no account {account!r}")
+        key = directory.rotate("account", acc.id)
+    finally:
+        store.close()
+    typer.echo(json.dumps({"account": acc.name, "key_id": key.key_id, "version": key.version}))
