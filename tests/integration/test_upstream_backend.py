@@ -207,13 +207,15 @@ async def test_url_credentials_are_sent_but_never_shown(
 
 
 async def test_unreachable_port_fails_fast(make_backend: Factory) -> None:
-    b = make_backend(url=f"http://127.0.0.1:{free_port()}/v1")
+    port = free_port()
+    b = make_backend(url=f"http://127.0.0.1:{port}/v1")
     t0 = time.perf_counter()
     for attempt in (b.complete(_chat()), anext(b.stream(_chat()))):
         with pytest.raises(BackendError) as info:
             await attempt
         assert type(info.value) is BackendError and info.value.code == "upstream_unavailable"
         assert info.value.status == 502 and info.value.message.startswith("upstream unreachable")
+        assert "127.0.0.1" not in info.value.message and str(port) not in info.value.message
     assert time.perf_counter() - t0 < 2.0
 
 
@@ -227,6 +229,14 @@ async def test_read_timeout_maps_to_timeout_error(make_backend: Factory, stream:
         else:
             await b.complete(_chat())
     assert info.value.status == 504 and time.perf_counter() - t0 < 3.0
+
+
+async def test_silence_mid_stream_maps_to_timeout_error(make_backend: Factory) -> None:
+    got: list[str] = []
+    with pytest.raises(BackendTimeoutError) as info:
+        async for ch in make_backend(chunk_delay_ms=1000, read_timeout_s=0.3).stream(_chat("a b c")):
+            got.append(ch.text)
+    assert got == ["a"] and "sent nothing for 0.3s" in info.value.message
 
 
 async def _until(pred: Callable[[], bool], seconds: float = 5.0) -> bool:
@@ -267,8 +277,31 @@ async def test_connection_is_reused_after_a_full_stream(make_backend: Factory) -
     b = make_backend()
     for _ in range(3):
         assert [c async for c in b.stream(_chat("a b"))][-1].usage is not None
-    pool = b._client._transport._pool  # type: ignore[attr-defined]
-    assert len(pool.connections) == 1
+    connector = b._session.connector if b._session else None  # aiohttp internals: the idle pool
+    assert connector is not None and not connector._acquired
+    assert sum(len(idle) for idle in connector._conns.values()) == 1
+
+
+async def test_a_full_pool_is_overload_not_a_hang(make_backend: Factory) -> None:
+    b = make_backend(chunk_delay_ms=50, max_connections=1, connect_timeout_s=0.3)
+    gen = b.stream(_chat(" ".join(["word"] * 60)))
+    assert (await anext(gen)).text  # holds the only connection
+    t0 = time.perf_counter()
+    with pytest.raises(BackendOverloadedError) as info:
+        await b.complete(_chat())
+    assert "in flight" in info.value.message and time.perf_counter() - t0 < 2.0
+    await gen.aclose()
+    assert (await b.complete(_chat("free again"))).choices[0].text == "free again"
+
+
+async def test_closed_backend_refuses_until_started_again(make_backend: Factory) -> None:
+    b = make_backend()
+    await b.aclose()
+    with pytest.raises(BackendError) as info:
+        await b.complete(_chat())
+    assert info.value.code == "upstream_unavailable"
+    await b.start()
+    assert (await b.complete(_chat("back"))).choices[0].text == "back"
 
 
 def test_bad_config_fails_at_construction() -> None:
@@ -276,6 +309,8 @@ def test_bad_config_fails_at_construction() -> None:
         UpstreamBackend(UpstreamBackendSettings(), "m")
     with pytest.raises(ConfigError):
         UpstreamBackend(UpstreamBackendSettings(url="ftp://host/v1"), "m")
+    with pytest.raises(ConfigError):
+        UpstreamBackend(UpstreamBackendSettings(url="http:///v1"), "m")
 
 
 def test_gateway_in_front_of_the_upstream(upstream: tuple[str, FakeUpstreamStats], tmp_path: Path) -> None:
