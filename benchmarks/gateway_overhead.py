@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,22 +60,30 @@ def _wait_http(url: str, timeout: float = 120) -> None:
 
 
 async def _one(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], stream: bool
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool
 ) -> tuple[float, float]:
+    """(time to first SSE data line or to the whole JSON body, time to the last byte)."""
     t0 = time.perf_counter()
-    if not stream:
-        r = await client.post(url, json=BODY, headers=headers)
-        r.raise_for_status()
-        t = time.perf_counter() - t0
-        return t, t
-    ttft = None
-    async with client.stream("POST", url, json={**BODY, "stream": True}, headers=headers) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if ttft is None and line.startswith("data: {"):
+    body = {**BODY, "stream": True} if stream else BODY
+    async with client.post(url, json=body, headers=headers) as r:
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {(await r.read())[:200]!r}")
+        if not stream:
+            await r.read()
+            t = time.perf_counter() - t0
+            return t, t
+        ttft = None
+        async for line in r.content:
+            if ttft is None and line.startswith(b"data: {"):
                 ttft = time.perf_counter() - t0
     total = time.perf_counter() - t0
     return (ttft if ttft is not None else total), total
+
+
+def _session(connections: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections), timeout=aiohttp.ClientTimeout(total=60)
+    )
 
 
 async def open_loop(
@@ -85,8 +94,7 @@ async def open_loop(
     lat: list[float] = []
     first: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with _session(512) as client:
         for _ in range(20):  # warm up connections
             await _one(client, url, headers, stream)
         start = time.perf_counter()
@@ -100,7 +108,7 @@ async def open_loop(
                 f, t = await _one(client, url, headers, stream)
                 first.append(f)
                 lat.append(t)
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, RuntimeError, TimeoutError):
                 errors += 1
 
         await asyncio.gather(*(fire(i) for i in range(n)))
@@ -119,8 +127,7 @@ async def open_loop(
 
 async def closed_loop(url: str, headers: dict[str, str], concurrency: int, duration: float) -> float:
     done = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with _session(concurrency) as client:
         stop = time.perf_counter() + duration
 
         async def worker() -> None:
