@@ -1,0 +1,238 @@
+"""Watermark power and calibration on the real embedded teacher (SmolLM2-135M-Instruct).
+
+Issue requirement: "Power, measured on the embedded SmolLM2 teacher: TPR >= 0.95 at p <= 1e-3 for
+responses of >= 100 new tokens for the canary scheme", and "generation with and without watermark
+produces valid text of the same length distribution".
+
+Everything is generated once per module through ``LocalBackend`` (continuous batching, the production
+sampling path; one torch thread) and re-tokenized from the response text, as an auditor would; the
+chat-templated prompt ids are given to the detector. About 10k tokens in all: ~3-4 minutes of one
+core here. The canary key is ``derive_key(..., scheme="kgw")`` with the scheme's defaults
+(``KgwScheme``: window 2, gamma 0.25, delta 2.0).
+
+What the tests can and cannot show (K = 32 responses): a finite sample cannot *prove* TPR >= 0.95;
+even 32/32 detected only gives a one-sided 95% Clopper-Pearson lower bound of 0.05 ** (1/32) = 0.911.
+The power test is therefore a consistency test that fails when the data reject TPR >= 0.95 (at
+level <= 0.5%), plus a margin check on the p-values; benchmarks/watermark_teacher.py measures the
+rate with more responses and longer texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from benchmarks.watermark_teacher import PROMPTS, Job, Result, retokenize, run_jobs
+from scipy import stats
+
+from antidistill.backends.model_loading import LoadedModel, load_model
+from antidistill.settings import LocalBackendSettings
+from antidistill.watermark import Detector, WatermarkKey, derive_key
+from antidistill.watermark.keystore import tokenizer_fingerprint
+
+pytestmark = pytest.mark.model
+
+SETTINGS = LocalBackendSettings(max_batch_size=16, torch_threads=1)
+MASTER = b"teacher-integration-master-secret"
+ALPHA = 1e-3
+K = 32  # long-answer responses per condition for power / false positives
+NEW_TOKENS = 100  # the issue's "responses of >= 100 new tokens": each response is cut to its first 100
+MAX_TOKENS = 108  # a little headroom: re-tokenizing the text can merge a few generated tokens
+N_OTHER_KEYS = 200
+K_LEN = 24  # short-answer responses per condition for the length distribution
+LEN_MAX_TOKENS = 160  # far above the usual short answer: lengths end at EOS, not at the cap
+
+SHORT_PROMPTS = (
+    "In one or two sentences, what is a rainbow?",
+    "Briefly, why do leaves change color in autumn?",
+    "In a sentence, what does a librarian do?",
+    "Give a short definition of gravity.",
+    "In one sentence, what is the capital of Italy known for?",
+    "Briefly explain what a verb is.",
+    "What is a volcano? Answer in two sentences.",
+    "In one sentence, why do we need sleep?",
+    "Briefly, what is the difference between a lake and a sea?",
+    "Name one benefit of exercise, in a sentence.",
+    "In two sentences, what is a computer virus?",
+    "Briefly, what does a thermometer measure?",
+    "In one sentence, what is a haiku?",
+    "What is the boiling point of water at sea level? Answer briefly.",
+    "In a sentence or two, what is photosynthesis?",
+    "Briefly, what is an island?",
+    "In one sentence, what do bees make?",
+    "Give a one-sentence description of the moon.",
+    "Briefly, why is the ocean salty?",
+    "In one sentence, what is a democracy?",
+    "Briefly describe what a chef does.",
+    "In two sentences, what is recycling?",
+    "What is a compass used for? Answer briefly.",
+    "In one sentence, what is friendship?",
+)
+assert len(SHORT_PROMPTS) == K_LEN and len(PROMPTS) >= K
+
+
+def _key(ident: str, scheme: str, tok_id: str, vocab: int) -> WatermarkKey:
+    return derive_key(MASTER, "account", ident, 1, scheme=scheme, tokenizer=tok_id, vocab_size=vocab)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> LoadedModel:
+    return load_model(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def keys(teacher: LoadedModel) -> dict[str, WatermarkKey]:
+    tok_id = tokenizer_fingerprint(teacher.tokenizer)
+    vocab = int(teacher.model.config.vocab_size)
+    return {
+        "canary": _key("acct-canary", "kgw", tok_id, vocab),  # KgwScheme defaults: the canary
+        "gumbel": _key("acct-default", "gumbel", tok_id, vocab),  # the default scheme on all traffic
+        "other": _key("acct-someone-else", "kgw", tok_id, vocab),
+        **{f"other-{i}": _key(f"acct-other-{i}", "kgw", tok_id, vocab) for i in range(N_OTHER_KEYS)},
+    }
+
+
+async def _generate(teacher: LoadedModel, jobs: Sequence[Job]) -> list[Result]:
+    from antidistill.backends.local import LocalBackend
+
+    backend = LocalBackend(
+        SETTINGS, "teacher", model=teacher.model, tokenizer=teacher.tokenizer, max_pending=len(jobs) + 8
+    )
+    await backend.start()
+    try:
+        return await run_jobs(backend, jobs)
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(scope="module")
+def runs(teacher: LoadedModel, keys: dict[str, WatermarkKey]) -> dict[str, list[Result]]:
+    """All generations at once (full batches): power and length sets, watermarked and plain."""
+
+    canary, gumbel = keys["canary"], keys["gumbel"]
+    plan: list[tuple[str, Job]] = []
+    for i in range(K):
+        plan.append(("canary", Job(PROMPTS[i], canary, 1.0, MAX_TOKENS, seed=1000 + i)))
+        plan.append(("plain", Job(PROMPTS[i], None, 1.0, MAX_TOKENS, seed=2000 + i)))
+    for i, prompt in enumerate(SHORT_PROMPTS):
+        plan.append(("len-plain", Job(prompt, None, 1.0, LEN_MAX_TOKENS, seed=3000 + i)))
+        plan.append(("len-canary", Job(prompt, canary, 1.0, LEN_MAX_TOKENS, seed=4000 + i)))
+        plan.append(("len-gumbel", Job(prompt, gumbel, 1.0, LEN_MAX_TOKENS, seed=5000 + i)))
+    results = asyncio.run(_generate(teacher, [job for _, job in plan]))
+    retokenize(teacher.tokenizer, results)
+    out: dict[str, list[Result]] = {}
+    for (name, _), r in zip(plan, results, strict=True):
+        out.setdefault(name, []).append(r)
+    return out
+
+
+def _first_tokens(results: Sequence[Result]) -> tuple[list[list[int]], list[list[int]], int]:
+    """(responses cut to their first NEW_TOKENS tokens, their prompts, how many were too short)."""
+    docs = [(r.ids[:NEW_TOKENS], r.prompt_ids) for r in results if len(r.ids) >= NEW_TOKENS]
+    return [d for d, _ in docs], [p for _, p in docs], len(results) - len(docs)
+
+
+def _per_doc_log10_p(docs: list[list[int]], prompts: list[list[int]], key: WatermarkKey) -> np.ndarray:
+    d = Detector().detect(docs, [key], prompts, pool=False)  # one key: no Bonferroni factor per doc
+    return np.array([r.log10_p for r in d.documents])
+
+
+def _max_false_positives(n: int, alpha: float = ALPHA, level: float = 1e-3) -> int:
+    """Largest count c with P(Binomial(n, alpha) > c) <= level: more than c false positives among n
+    honest tests would happen with probability <= ``level``. For n = 32, alpha = 1e-3:
+    P(X >= 1) = 0.031, P(X >= 2) = 4.9e-4, so c = 1."""
+    return int(stats.binom.isf(level, n, alpha))
+
+
+def test_canary_power_on_100_new_tokens(runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]) -> None:
+    docs, prompts, too_short = _first_tokens(runs["canary"])
+    # Long-answer prompts at max_tokens 108: a response that stopped before 100 tokens is dropped (it
+    # is not a ">= 100 new tokens" response); more than a few would mean the set-up is wrong.
+    assert too_short <= 4, f"{too_short} of {K} responses had fewer than {NEW_TOKENS} tokens"
+    n = len(docs)
+    lp = _per_doc_log10_p(docs, prompts, keys["canary"])
+    detected = int((lp <= math.log10(ALPHA)).sum())
+    # One-sided binomial consistency test of H: TPR >= 0.95. Under TPR = 0.95 exactly (the least
+    # favourable case), X ~ Binomial(n, 0.95); we fail when X <= c with c the largest count such that
+    # P(X <= c) <= 0.005. For n = 32: P(X <= 26) = 0.0046, P(X <= 27) = 0.020, so we need X >= 27;
+    # a true TPR of 0.85 would fail this test with probability P(Bin(32, .85) <= 26) = 0.40, 0.75
+    # with probability 0.87.
+    c = int(stats.binom.ppf(0.005, n, 0.95))
+    if stats.binom.cdf(c, n, 0.95) > 0.005:
+        c -= 1
+    assert detected > c, f"{detected}/{n} detected at p <= {ALPHA}: rejects TPR >= 0.95 (need > {c})"
+    # margin: the typical response is far past the threshold, not hovering at it (median log10 p is
+    # about -10 at 100 tokens in benchmarks/results/watermark_teacher.json)
+    assert float(np.median(lp)) <= -6.0, sorted(lp.round(2))
+
+
+def test_canary_text_does_not_name_another_account(
+    runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]
+) -> None:
+    docs, prompts, _ = _first_tokens(runs["canary"])
+    # each response against one other account's key: at most the binomial allowance of false hits
+    lp = _per_doc_log10_p(docs, prompts, keys["other"])
+    allowed = _max_false_positives(len(docs))
+    assert int((lp <= math.log10(ALPHA)).sum()) <= allowed, sorted(lp.round(2))
+    # attribution over the true key and 200 others (Bonferroni over all 201): only the true one
+    candidates = [keys["canary"]] + [keys[f"other-{i}"] for i in range(N_OTHER_KEYS)]
+    found = Detector().attribute(docs, candidates, alpha=ALPHA, prompt_seqs=prompts)
+    assert [a.key_id for a in found] == [keys["canary"].key_id]
+
+
+def test_unwatermarked_responses_are_not_significant(
+    runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]
+) -> None:
+    docs, prompts, _ = _first_tokens(runs["plain"])
+    assert len(docs) >= K - 4
+    allowed = _max_false_positives(len(docs))
+    for name in ("canary", "other"):
+        lp = _per_doc_log10_p(docs, prompts, keys[name])
+        assert int((lp <= math.log10(ALPHA)).sum()) <= allowed, (name, sorted(lp.round(2)))
+    # pooled as one suspect corpus and attributed over all 202 kgw keys: nobody is named
+    candidates = [keys["canary"], keys["other"]] + [keys[f"other-{i}"] for i in range(N_OTHER_KEYS)]
+    assert Detector().attribute(docs, candidates, alpha=ALPHA, prompt_seqs=prompts) == []
+
+
+def _valid(results: Sequence[Result], tokenizer: Any) -> None:
+    for r in results:
+        choice = r.completion.choices[0]
+        assert choice.text.strip(), "empty response"
+        assert "\ufffd" not in choice.text, "broken UTF-8 in the response"
+        assert choice.finish_reason in ("stop", "length")
+        assert 0 < r.completion.usage.completion_tokens <= r.job.max_tokens
+        decoded = tokenizer.decode(r.ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert decoded == choice.text, "the text does not survive a tokenize/decode round trip"
+
+
+@pytest.mark.parametrize("scheme", ["canary", "gumbel"])
+def test_watermark_keeps_text_valid_and_the_length_distribution(
+    runs: dict[str, list[Result]], teacher: LoadedModel, scheme: str
+) -> None:
+    plain, marked = runs["len-plain"], runs[f"len-{scheme}"]
+    _valid(plain, teacher.tokenizer)
+    _valid(marked, teacher.tokenizer)
+    a = np.array([r.completion.usage.completion_tokens for r in plain], dtype=np.float64)
+    b = np.array([r.completion.usage.completion_tokens for r in marked], dtype=np.float64)
+    # Same prompts, lengths set by EOS (short-answer prompts, cap 160). Under H0 "same length
+    # distribution" we bound two statistics, each at level 2.5e-4 (Bonferroni: 2 statistics x
+    # 2 schemes, 1e-3 in all):
+    # * two-sample Kolmogorov-Smirnov, exact p-value (conservative with ties): for n = m = 24 the
+    #   critical distance is about 0.58 of the CDF;
+    # * the difference of means: |mean_b - mean_a| <= z_{1 - 1.25e-4} * sqrt(s_a^2/n + s_b^2/m),
+    #   z = 3.66 (normal approximation of the two means; n = 24 each).
+    # With 24 responses each these catch gross changes only (a sampler that suppresses or forces EOS,
+    # truncates, or runs to the cap): a shift of about one standard deviation of the lengths.
+    level = 1e-3 / 4
+    ks = stats.ks_2samp(a, b, method="exact")
+    assert ks.pvalue >= level, (ks, sorted(a), sorted(b))
+    z = stats.norm.isf(level / 2)
+    bound = z * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert abs(b.mean() - a.mean()) <= bound, (a.mean(), b.mean(), bound)
+    # the cap is not what ends these responses
+    capped = sum(r.completion.choices[0].finish_reason == "length" for r in (*plain, *marked))
+    assert capped <= (len(plain) + len(marked)) // 4, capped
