@@ -200,6 +200,18 @@ def test_kgw_many_rows_across_prf_blocks() -> None:
         np.testing.assert_allclose(logits[i] - before[i], np.where(green, scheme.delta, 0.0), atol=1e-5)
 
 
+def test_green_threshold_is_exact_at_the_boundary() -> None:
+    from antidistill.watermark.adapters.vllm import _green_threshold
+    from antidistill.watermark.schemes import prf
+
+    rng = np.random.default_rng(0)
+    for gamma in [0.25, 0.5, 0.1, 1 / 3, 0.999, 1e-9, *rng.random(20).tolist()]:
+        x0 = int(_green_threshold(gamma))
+        words = np.array([max(0, min(2**64 - 1, x0 + d)) for d in range(-8200, 8200, 37)], dtype=np.uint64)
+        words = np.concatenate([words, rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64, endpoint=True)])
+        np.testing.assert_array_equal(words < _green_threshold(gamma), prf.to_unit(words) < gamma)
+
+
 def test_gumbel_row_keeps_only_the_scheme_choice_and_skips_repeated_windows() -> None:
     batch = WatermarkBatch()
     scheme = GUMBEL.build_scheme()

@@ -80,6 +80,54 @@ def _engine(model: str, engine: str, max_tokens: int, repeats: int, eager: bool)
     return {"engine": engine, "start_s": start_s, "cells": cells}
 
 
+def _processor_cost(steps: int = 30) -> list[dict[str, Any]]:
+    """Milliseconds per decoding step spent in the processor alone (numpy, no engine), per batch size."""
+    import numpy as np
+
+    from antidistill.watermark.adapters.vllm import WatermarkBatch, watermark_payload
+    from antidistill.watermark.keys import derive_key
+
+    class Params:
+        def __init__(self, payload: str) -> None:
+            self.extra_args = {"antidistill_wm": payload}
+            self.temperature, self.top_p, self.top_k = 1.0, 1.0, 0
+
+    class Update:
+        def __init__(self, added: list[Any]) -> None:
+            self.added, self.removed, self.moved = added, [], []
+
+    rng = np.random.default_rng(0)
+    out = []
+    for scheme in ("kgw", "gumbel"):
+        key = derive_key(b"benchmark-master-secret-00000000", "account", "bench", 1, scheme=scheme)
+        payload = watermark_payload(key)
+        for batch in BATCHES:
+            wm = WatermarkBatch()
+            outputs: list[list[int]] = [[] for _ in range(batch)]
+            prompts = [rng.integers(0, 49152, 20).tolist() for _ in range(batch)]
+            wm.update(Update([(i, Params(payload), prompts[i], outputs[i]) for i in range(batch)]))
+            base = (rng.standard_normal((batch, 49152)) * 3).astype(np.float32)
+            times = []
+            for _ in range(steps):
+                logits = base.copy()
+                t = time.perf_counter()
+                wm.apply(logits)
+                times.append((time.perf_counter() - t) * 1000)
+                for o in outputs:
+                    o.append(int(rng.integers(0, 49152)))  # fresh windows: Gumbel does its full work
+            ms = statistics.median(times)
+            out.append(
+                {
+                    "scheme": scheme,
+                    "batch": batch,
+                    "ms_per_step": round(ms, 3),
+                    "ms_per_row": round(ms / batch, 3),
+                }
+            )
+            print(f"[bench] processor alone {scheme:6s} batch {batch:2d}: {ms:7.2f} ms/step", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -87,6 +135,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--eager", action="store_true", help="enforce_eager (no torch.compile)")
+    ap.add_argument("--micro-only", action="store_true", help="only re-measure the processor alone (numpy)")
     ap.add_argument("--engine", choices=("baseline", "processor"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; else vLLM reserves ~92% of RAM
@@ -94,6 +143,13 @@ def main() -> int:
         result = _engine(args.model, args.engine, args.max_tokens, args.repeats, args.eager)
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(result, fh)
+        return 0
+    if args.micro_only:
+        with open(args.out, encoding="utf-8") as fh:
+            existing = json.load(fh)
+        existing["processor_alone"] = _processor_cost()
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(existing, fh, indent=2)
         return 0
     import torch
     import vllm
@@ -126,6 +182,7 @@ def main() -> int:
         "repeats": args.repeats,
         "engine_start_s": {p["engine"]: round(p["start_s"], 1) for p in parts},
         "cells": cells,
+        "processor_alone": _processor_cost(),
         "date": time.strftime("%Y-%m-%d"),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

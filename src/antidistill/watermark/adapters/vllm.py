@@ -35,14 +35,17 @@ numpy batch logic (:class:`WatermarkBatch`) are framework-free.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -65,7 +68,6 @@ TRANSPORT_KEY_ENV = "ANTIDISTILL_VLLM_TRANSPORT_KEY"
 REQUIRE_ENV = "ANTIDISTILL_VLLM_REQUIRE_WATERMARK"
 GREEDY_EPS = 1e-5  # vLLM's threshold: below it a request is decoded greedily
 MAX_PAYLOAD_CHARS = 2048
-_KGW_BLOCK = 16  # rows per vectorized PRF pass (16 x 49k vocabulary: ~6 MB of uint64)
 _PAD_TAG, _MAC_TAG = b"antidistill/vllm/pad/v1|", b"antidistill/vllm/mac/v1|"
 
 
@@ -280,12 +282,16 @@ class WatermarkBatch:
             if rb is not None and getattr(direction, "name", "") == "SWAP":
                 self.rows[a] = rb
 
+    def _workspace(self, vocab_size: int, seed: int) -> Workspace:
+        ws = self._ws
+        if ws is None or ws.vocab_size != vocab_size:
+            ws = self._ws = Workspace(vocab_size, seed)
+        ws.seed = seed
+        return ws
+
     def apply(self, logits: NDArray[np.float32]) -> None:
-        """Mark the rows of temperature-scaled ``logits`` (B, V) in place."""
-        kgw_idx: list[int] = []
-        kgw_states: list[int] = []
-        kgw_gamma: list[float] = []
-        kgw_delta: list[float] = []
+        """Mark the rows of temperature-scaled ``logits`` (B, V) in place (one row at a time, in
+        reused vocabulary-sized buffers: faster than (B, V) temporaries, which page-fault)."""
         for index, row in self.rows.items():
             if index >= logits.shape[0] or row.temperature < GREEDY_EPS:
                 continue
@@ -294,31 +300,22 @@ class WatermarkBatch:
                 continue
             scheme = row.wm.scheme
             if isinstance(scheme, KgwScheme):
-                kgw_idx.append(index)
-                kgw_states.append(prf.window_state(row.wm.seed, window))
-                kgw_gamma.append(scheme.gamma)
-                kgw_delta.append(scheme.delta)
+                ws = self._workspace(logits.shape[1], row.wm.seed)
+                green = _green_mask(ws, prf.window_state(row.wm.seed, window), scheme.gamma)
+                z = logits[index]
+                np.add(z, np.float32(scheme.delta), out=z, where=green)
             elif isinstance(scheme, GumbelScheme) and row.fresh(window):
-                self._gumbel(logits, index, row, window)
-        for b in range(0, len(kgw_idx), _KGW_BLOCK):  # blocks of rows bound the PRF buffers
-            sl = slice(b, b + _KGW_BLOCK)
-            values = prf.vocab_values(np.array(kgw_states[sl], dtype=np.uint64), logits.shape[1])
-            green = values < np.array(kgw_gamma[sl])[:, None]
-            bias = green * np.array(kgw_delta[sl], dtype=np.float32)[:, None]
-            logits[kgw_idx[sl]] += bias.astype(np.float32, copy=False)
+                self._gumbel(logits[index], row, window)
 
-    def _gumbel(self, logits: NDArray[np.float32], index: int, row: _Row, window: tuple[int, ...]) -> None:
-        z = logits[index]
-        m = float(z.max())
+    def _gumbel(self, z: NDArray[np.float32], row: _Row, window: tuple[int, ...]) -> None:
+        m = z.max()
         if not np.isfinite(m):
             return
-        ws = self._ws
-        if ws is None or ws.vocab_size != z.shape[0]:
-            ws = self._ws = Workspace(z.shape[0], row.wm.seed)
-        ws.seed = row.wm.seed
+        ws = self._workspace(z.shape[0], row.wm.seed)
+        np.subtract(z, m, out=ws.z32)
+        np.exp(ws.z32, out=ws.z32)  # float32 exp (SIMD), as schemes.sampling.probs_into
         probs = ws.probs
-        np.subtract(z, m, out=probs)
-        np.exp(probs, out=probs)
+        np.copyto(probs, ws.z32)
         if 0 < row.top_k < probs.shape[0]:  # vLLM order: top-k, then top-p of what is left
             probs[probs < np.partition(probs, probs.shape[0] - row.top_k)[probs.shape[0] - row.top_k]] = 0.0
         probs /= probs.sum()
@@ -331,6 +328,33 @@ class WatermarkBatch:
         chosen = z[choice]
         z.fill(-np.inf)
         z[choice] = chosen
+
+
+@functools.lru_cache(maxsize=64)
+def _green_threshold(gamma: float) -> np.uint64:
+    """The 64-bit word ``X`` with ``to_unit(x) < gamma  <=>  x < X`` (exact).
+
+    ``to_unit(x) = ((x >> 12) + 0.5) / 2**52`` exactly, so green <=> ``k = x >> 12 < gamma * 2**52 - 1/2``
+    <=> ``k < c = ceil(gamma * 2**52 - 1/2)`` <=> ``x < c << 12``.
+    """
+    c = math.ceil(Fraction(gamma) * (1 << 52) - Fraction(1, 2))
+    return np.uint64(min(max(c, 0), (1 << 52) - 1) << 12)
+
+
+def _green_mask(ws: Workspace, state: int, gamma: float) -> NDArray[np.bool_]:
+    """KGW green list of one window (chain ``state``) into ``ws.mask``: the PRF words compared with
+    an exact integer threshold, which skips the conversion to floats."""
+    w, t = ws.words, ws.scratch
+    np.add(ws.mix, np.uint64(state), out=w)
+    np.right_shift(w, prf.S30, out=t)
+    w ^= t
+    w *= prf.M1
+    np.right_shift(w, prf.S27, out=t)
+    w ^= t
+    w *= prf.M2
+    np.right_shift(w, prf.S31, out=t)
+    w ^= t
+    return np.less(w, _green_threshold(gamma), out=ws.mask)
 
 
 # ---- the vLLM class, built on first access (vLLM is not a dependency of the main install) -------
