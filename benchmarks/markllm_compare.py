@@ -231,7 +231,7 @@ def _rate(mask: Any) -> dict[str, Any]:
         "hits": k,
         "tests": n,
         "rate": k / n if n else float("nan"),
-        "ci95": [round(ci.low, 4), round(ci.high, 4)] if ci else None,
+        "ci95": [round(float(ci.low), 4), round(float(ci.high), 4)] if ci else None,
     }
 
 

@@ -9,13 +9,14 @@ Bounds. Each run is 16 chat prompts x 128 tokens (``ignore_eos``), about 120 sco
 document after dedup and prompt-window exclusion.
 * KGW (gamma 0.25, delta 2): published power at 0.1% FPR is ~0.95 at ~100 tokens. With per-document
   power q >= 0.95 the number of documents missing p < 1e-3 is at most Binomial(16, 0.05), and
-  P(Bin(16, 0.05) >= 4) = 0.007: we require at least 13 of 16.
-* Gumbel at temperature 1 has the model's own entropy (SmolLM2-135M: ~2-3 nats/token at T=1, so
-  E[-ln(1-r)] per fresh tuple is well above 1); measured here: every document p < 1e-6. We require
-  the same 13 of 16.
-* Pooled over all 16 documents each marked run must reach log10 p < -20 (measured: far below).
+  P(Bin(16, 0.05) >= 4) = 0.007: we require at least 13 of 16 (measured: 16 of 16, log10 p from
+  -27 to -8).
+* Gumbel at temperature 1: the power grows with the model's entropy, which is high for a 135M model
+  at T=1 (measured: 16 of 16, log10 p from -127 to -26 per document). The same 13 of 16 bound.
+* Pooled over all 16 documents each marked run must reach log10 p < -20 (measured: -212 KGW,
+  -1105 Gumbel).
 * Unmarked text: under H0 the exact test gives P(p_adj < 1e-3) <= 1e-3; we require p_adj >= 1e-3
-  pooled, and attribution names nobody.
+  pooled, and attribution names nobody (measured: log10 p -1.3 / -0.1).
 """
 
 from __future__ import annotations

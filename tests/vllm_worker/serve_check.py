@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -57,16 +58,24 @@ def main() -> int:
     key = derive_key(secrets.token_bytes(32), "account", "serve-check", 1, scheme="kgw", vocab_size=49152)
     env = {**os.environ, TRANSPORT_KEY_ENV: transport.hex(), REQUIRE_ENV: "1"}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", args.model]
+    # `vllm serve` (the CLI) fails in vllm-cpu 0.32.0: it asks for the metadata of a dist named "vllm";
+    # the OpenAI server module takes the same options
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model]
     cmd += ["--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "1024"]
     cmd += ["--enforce-eager", "--host", "127.0.0.1", "--port", str(args.port)]
     cmd += ["--logits-processors", PROCESSOR_FQCN]
     base = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    summary: dict[str, Any] = {}
+    log = tempfile.NamedTemporaryFile("w+", prefix="vllm-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    summary: dict[str, Any] = {"server_log": log.name}
     try:
         t0 = time.perf_counter()
-        _wait(base, server, args.start_timeout)
+        try:
+            _wait(base, server, args.start_timeout)
+        except RuntimeError:
+            with open(log.name, encoding="utf-8", errors="replace") as fh:
+                print(fh.read()[-3000:], file=sys.stderr)
+            raise
         summary["start_s"] = round(time.perf_counter() - t0, 1)
 
         def chat(prompt: str, xargs: dict[str, str] | None) -> httpx.Response:
