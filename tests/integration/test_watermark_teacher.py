@@ -6,8 +6,9 @@ produces valid text of the same length distribution".
 
 Everything is generated once per module through ``LocalBackend`` (continuous batching, the production
 sampling path; one torch thread) and re-tokenized from the response text, as an auditor would; the
-chat-templated prompt ids are given to the detector. About 10k tokens in all: ~3-4 minutes of one
-core here. The canary key is ``derive_key(..., scheme="kgw")`` with the scheme's defaults
+chat-templated prompt ids are given to the detector. About 7k generated tokens in all: ~2.5 minutes
+of one core on a quiet machine (49 tok/s at batch 16), 4-5 minutes while other jobs share the cores.
+The canary key is ``derive_key(..., scheme="kgw")`` with the scheme's defaults
 (``KgwScheme``: window 2, gamma 0.25, delta 2.0).
 
 What the tests can and cannot show (K = 32 responses): a finite sample cannot *prove* TPR >= 0.95;
@@ -39,12 +40,13 @@ pytestmark = pytest.mark.model
 SETTINGS = LocalBackendSettings(max_batch_size=16, torch_threads=1)
 MASTER = b"teacher-integration-master-secret"
 ALPHA = 1e-3
-K = 32  # long-answer responses per condition for power / false positives
+K = 32  # long-answer canary responses (power, false attribution)
+K_PLAIN = 16  # unwatermarked responses to the first K_PLAIN of the same prompts (false positives)
 NEW_TOKENS = 100  # the issue's "responses of >= 100 new tokens": each response is cut to its first 100
-MAX_TOKENS = 108  # a little headroom: re-tokenizing the text can merge a few generated tokens
+MAX_TOKENS = 104  # a little headroom: re-tokenizing the text can merge a few generated tokens
 N_OTHER_KEYS = 200
-K_LEN = 24  # short-answer responses per condition for the length distribution
-LEN_MAX_TOKENS = 160  # far above the usual short answer: lengths end at EOS, not at the cap
+K_LEN = 16  # short-answer responses per condition for the length distribution
+LEN_MAX_TOKENS = 96  # most short answers end at EOS well before this (median ~45 tokens)
 
 SHORT_PROMPTS = (
     "In one or two sentences, what is a rainbow?",
@@ -60,17 +62,9 @@ SHORT_PROMPTS = (
     "In two sentences, what is a computer virus?",
     "Briefly, what does a thermometer measure?",
     "In one sentence, what is a haiku?",
-    "What is the boiling point of water at sea level? Answer briefly.",
-    "In a sentence or two, what is photosynthesis?",
-    "Briefly, what is an island?",
     "In one sentence, what do bees make?",
     "Give a one-sentence description of the moon.",
     "Briefly, why is the ocean salty?",
-    "In one sentence, what is a democracy?",
-    "Briefly describe what a chef does.",
-    "In two sentences, what is recycling?",
-    "What is a compass used for? Answer briefly.",
-    "In one sentence, what is friendship?",
 )
 assert len(SHORT_PROMPTS) == K_LEN and len(PROMPTS) >= K
 
@@ -117,7 +111,8 @@ def runs(teacher: LoadedModel, keys: dict[str, WatermarkKey]) -> dict[str, list[
     plan: list[tuple[str, Job]] = []
     for i in range(K):
         plan.append(("canary", Job(PROMPTS[i], canary, 1.0, MAX_TOKENS, seed=1000 + i)))
-        plan.append(("plain", Job(PROMPTS[i], None, 1.0, MAX_TOKENS, seed=2000 + i)))
+        if i < K_PLAIN:
+            plan.append(("plain", Job(PROMPTS[i], None, 1.0, MAX_TOKENS, seed=2000 + i)))
     for i, prompt in enumerate(SHORT_PROMPTS):
         plan.append(("len-plain", Job(prompt, None, 1.0, LEN_MAX_TOKENS, seed=3000 + i)))
         plan.append(("len-canary", Job(prompt, canary, 1.0, LEN_MAX_TOKENS, seed=4000 + i)))
@@ -144,13 +139,14 @@ def _per_doc_log10_p(docs: list[list[int]], prompts: list[list[int]], key: Water
 def _max_false_positives(n: int, alpha: float = ALPHA, level: float = 1e-3) -> int:
     """Largest count c with P(Binomial(n, alpha) > c) <= level: more than c false positives among n
     honest tests would happen with probability <= ``level``. For n = 32, alpha = 1e-3:
-    P(X >= 1) = 0.031, P(X >= 2) = 4.9e-4, so c = 1."""
+    P(X >= 1) = 0.031, P(X >= 2) = 4.9e-4, so c = 1; for n = 16: P(X >= 1) = 0.016,
+    P(X >= 2) = 1.2e-4, so c = 1 too."""
     return int(stats.binom.isf(level, n, alpha))
 
 
 def test_canary_power_on_100_new_tokens(runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]) -> None:
     docs, prompts, too_short = _first_tokens(runs["canary"])
-    # Long-answer prompts at max_tokens 108: a response that stopped before 100 tokens is dropped (it
+    # Long-answer prompts at max_tokens 104: a response that stopped before 100 tokens is dropped (it
     # is not a ">= 100 new tokens" response); more than a few would mean the set-up is wrong.
     assert too_short <= 4, f"{too_short} of {K} responses had fewer than {NEW_TOKENS} tokens"
     n = len(docs)
@@ -159,14 +155,18 @@ def test_canary_power_on_100_new_tokens(runs: dict[str, list[Result]], keys: dic
     # One-sided binomial consistency test of H: TPR >= 0.95. Under TPR = 0.95 exactly (the least
     # favourable case), X ~ Binomial(n, 0.95); we fail when X <= c with c the largest count such that
     # P(X <= c) <= 0.005. For n = 32: P(X <= 26) = 0.0046, P(X <= 27) = 0.020, so we need X >= 27;
-    # a true TPR of 0.85 would fail this test with probability P(Bin(32, .85) <= 26) = 0.40, 0.75
-    # with probability 0.87.
+    # a true TPR of 0.85 would fail this test with probability P(Bin(32, .85) <= 26) = 0.35, 0.80
+    # with probability 0.64, 0.75 with probability 0.85.
     c = int(stats.binom.ppf(0.005, n, 0.95))
     if stats.binom.cdf(c, n, 0.95) > 0.005:
         c -= 1
+    print(
+        f"\ncanary (KgwScheme defaults) on the first {NEW_TOKENS} tokens: {detected}/{n} detected at p <= "
+        f"{ALPHA} ({too_short} too short); median log10 p {np.median(lp):.2f}, worst {lp.max():.2f}"
+    )
     assert detected > c, f"{detected}/{n} detected at p <= {ALPHA}: rejects TPR >= 0.95 (need > {c})"
     # margin: the typical response is far past the threshold, not hovering at it (median log10 p is
-    # about -10 at 100 tokens in benchmarks/results/watermark_teacher.json)
+    # about -10 at 100 scored tokens, temperature 1, in benchmarks/results/watermark_teacher.json)
     assert float(np.median(lp)) <= -6.0, sorted(lp.round(2))
 
 
@@ -177,6 +177,7 @@ def test_canary_text_does_not_name_another_account(
     # each response against one other account's key: at most the binomial allowance of false hits
     lp = _per_doc_log10_p(docs, prompts, keys["other"])
     allowed = _max_false_positives(len(docs))
+    print(f"\ncanary text vs another account's key: min log10 p {lp.min():.2f} over {len(docs)} responses")
     assert int((lp <= math.log10(ALPHA)).sum()) <= allowed, sorted(lp.round(2))
     # attribution over the true key and 200 others (Bonferroni over all 201): only the true one
     candidates = [keys["canary"]] + [keys[f"other-{i}"] for i in range(N_OTHER_KEYS)]
@@ -188,10 +189,11 @@ def test_unwatermarked_responses_are_not_significant(
     runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]
 ) -> None:
     docs, prompts, _ = _first_tokens(runs["plain"])
-    assert len(docs) >= K - 4
+    assert len(docs) >= K_PLAIN - 2
     allowed = _max_false_positives(len(docs))
     for name in ("canary", "other"):
         lp = _per_doc_log10_p(docs, prompts, keys[name])
+        print(f"\nunwatermarked vs the {name} key: min log10 p {lp.min():.2f} over {len(docs)} responses")
         assert int((lp <= math.log10(ALPHA)).sum()) <= allowed, (name, sorted(lp.round(2)))
     # pooled as one suspect corpus and attributed over all 202 kgw keys: nobody is named
     candidates = [keys["canary"], keys["other"]] + [keys[f"other-{i}"] for i in range(N_OTHER_KEYS)]
@@ -218,17 +220,21 @@ def test_watermark_keeps_text_valid_and_the_length_distribution(
     _valid(marked, teacher.tokenizer)
     a = np.array([r.completion.usage.completion_tokens for r in plain], dtype=np.float64)
     b = np.array([r.completion.usage.completion_tokens for r in marked], dtype=np.float64)
-    # Same prompts, lengths set by EOS (short-answer prompts, cap 160). Under H0 "same length
-    # distribution" we bound two statistics, each at level 2.5e-4 (Bonferroni: 2 statistics x
-    # 2 schemes, 1e-3 in all):
-    # * two-sample Kolmogorov-Smirnov, exact p-value (conservative with ties): for n = m = 24 the
-    #   critical distance is about 0.58 of the CDF;
+    # Same prompts, lengths mostly set by EOS (short-answer prompts, median ~45 tokens, cap 96 reached
+    # by a few: ties at the cap are fine for both statistics). Under H0 "same length distribution" we
+    # bound two statistics, each at level 2.5e-4 (Bonferroni: 2 statistics x 2 schemes, 1e-3 in all):
+    # * two-sample Kolmogorov-Smirnov, exact p-value (conservative with ties): for n = m = 16 the
+    #   critical distance is about 0.69 of the CDF;
     # * the difference of means: |mean_b - mean_a| <= z_{1 - 1.25e-4} * sqrt(s_a^2/n + s_b^2/m),
-    #   z = 3.66 (normal approximation of the two means; n = 24 each).
-    # With 24 responses each these catch gross changes only (a sampler that suppresses or forces EOS,
-    # truncates, or runs to the cap): a shift of about one standard deviation of the lengths.
+    #   z = 3.66 (normal approximation of the two means, n = 16 each).
+    # With 16 responses each these catch gross changes only (a sampler that suppresses or forces EOS,
+    # truncates, or runs to the cap): a shift of roughly 1.3 standard deviations of the lengths.
     level = 1e-3 / 4
     ks = stats.ks_2samp(a, b, method="exact")
+    print(
+        f"\nlengths plain {sorted(a.astype(int).tolist())}\n"
+        f"lengths {scheme} {sorted(b.astype(int).tolist())}; KS p {ks.pvalue:.3f}"
+    )
     assert ks.pvalue >= level, (ks, sorted(a), sorted(b))
     z = stats.norm.isf(level / 2)
     bound = z * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
