@@ -64,12 +64,13 @@ def _drop_schema(schema: str) -> None:
 
 
 @contextlib.contextmanager
-def fresh_store(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[SqlStore]:
-    """A migrated, empty SqlStore of ``kind`` ("sqlite" | "postgres"), closed and removed after."""
+def fresh_store(kind: str, tmp_path: Path, revision: str = "head", **kwargs: Any) -> Iterator[SqlStore]:
+    """A migrated (to ``revision``), empty SqlStore of ``kind`` ("sqlite" | "postgres"), closed and
+    removed after."""
     if kind == "sqlite":
         store = SqlStore(f"sqlite:///{tmp_path / 'db' / 'store.db'}", **kwargs)
         try:
-            store.migrate()
+            store.migrate(revision)
             yield store
         finally:
             store.close()
@@ -81,7 +82,7 @@ def fresh_store(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[SqlStore]:
     schema = f"t_{uuid.uuid4().hex[:16]}"
     store = SqlStore(PG_URL, schema=schema, **kwargs)
     try:
-        store.migrate()
+        store.migrate(revision)
         yield store
     finally:
         store.close()

@@ -1,4 +1,5 @@
-"""The durable store: accounts, API keys and the event log, on SQLite (default) or PostgreSQL.
+"""The durable store: accounts, API keys, the event log and the risk engine's findings and
+decisions, on SQLite (default) or PostgreSQL.
 
 ``open_store(url)`` picks the implementation from the URL scheme through a plain registry
 (third parties add schemes with the ``antidistill.stores`` entry-point group);
@@ -13,12 +14,17 @@ from importlib.metadata import entry_points
 from antidistill.errors import ConfigError
 from antidistill.store.base import (
     ACCOUNT_STATUSES,
+    DECISION_ACTIONS,
+    SUBJECT_KINDS,
     TIERS,
     Account,
     AlreadyExistsError,
     ApiKey,
+    Decision,
     Event,
+    Finding,
     RejectedDataError,
+    RiskState,
     Store,
 )
 from antidistill.store.sql import SqlStore
@@ -50,14 +56,19 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "ACCOUNT_STATUSES",
+    "DECISION_ACTIONS",
     "STORES",
+    "SUBJECT_KINDS",
     "TIERS",
     "Account",
     "AlreadyExistsError",
     "ApiKey",
+    "Decision",
     "Event",
     "EventWriter",
+    "Finding",
     "RejectedDataError",
+    "RiskState",
     "SqlStore",
     "Store",
     "open_store",

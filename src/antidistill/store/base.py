@@ -1,4 +1,5 @@
-"""The Store protocol: the durable state of antidistill (accounts, API keys, events, ...).
+"""The Store protocol: the durable state of antidistill (accounts, API keys, events, risk findings,
+decisions, ...).
 
 One interface, two engines (SQLite default, Postgres for multi-replica deployments), same contract
 tests. Methods are synchronous and thread-safe; async callers run them through
@@ -12,19 +13,35 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from antidistill.errors import AlreadyExistsError, RejectedDataError
+from antidistill.risk.types import Finding
 
 Tier = Literal["trusted", "standard", "new"]
 TIERS: tuple[str, ...] = ("trusted", "standard", "new")
 ACCOUNT_STATUSES: tuple[str, ...] = ("active", "blocked")
+SUBJECT_KINDS: tuple[str, ...] = ("account", "cluster")
+DECISION_ACTIONS: tuple[str, ...] = (
+    "allow",
+    "watermark",
+    "throttle",
+    "strip_reasoning",
+    "reverify",
+    "block",
+    "reset",
+)
 
 __all__ = [
     "ACCOUNT_STATUSES",
+    "DECISION_ACTIONS",
+    "SUBJECT_KINDS",
     "TIERS",
     "Account",
     "AlreadyExistsError",
     "ApiKey",
+    "Decision",
     "Event",
+    "Finding",
     "RejectedDataError",
+    "RiskState",
     "Store",
 ]
 
@@ -77,6 +94,42 @@ class Event:
     watermark_config_hash: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    """The latest finding of one subject (a row of ``risk_state``)."""
+
+    subject_kind: str  # account | cluster
+    subject_id: str
+    score: float
+    flagged: bool
+    reasons: tuple[str, ...]
+    features: dict[str, float]
+    cluster: str | None
+    requests_seen: int
+    ts: float  # ts of the finding this state reflects (the engine's clock, i.e. event time)
+    updated_at: float  # store clock of the last write
+    first_flagged_at: float | None  # ts of the first flagged finding; set once, never overwritten
+    last_finding_id: int  # id of the finding this state reflects
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An enforcement decision on a subject, by the engine or an operator."""
+
+    id: int
+    ts: float
+    subject_kind: str  # account | cluster
+    subject_id: str
+    action: str  # one of DECISION_ACTIONS
+    actor: str  # "engine" | "operator:<name>"
+    reason: str
+    finding_id: int | None
+    params: dict[str, Any]
+    active: bool  # at most one active decision per subject
+    reversed_at: float | None  # when it was superseded or reversed
+    reversed_by: str | None  # the actor who did
+
+
 class Store(Protocol):
     url: str
 
@@ -114,9 +167,14 @@ class Store(Protocol):
     def count_events(self, account_id: str | None = None) -> int: ...
 
     def iter_events(
-        self, since_ts: float | None = None, account_id: str | None = None, batch: int = 1000
+        self,
+        since_ts: float | None = None,
+        account_id: str | None = None,
+        batch: int = 1000,
+        *,
+        after: tuple[float, str] | None = None,
     ) -> Iterator[Event]:
-        """Events in (ts, id) order."""
+        """Events in (ts, id) order; ``after=(ts, id)`` starts strictly after that event (a cursor)."""
         ...
 
     # watermark key records (public part; secrets are re-derived from the master secret)
@@ -125,3 +183,58 @@ class Store(Protocol):
     def watermark_key_records(
         self, scope: str | None = None, ident: str | None = None
     ) -> list[dict[str, Any]]: ...
+
+    # risk engine output: findings (append-only history) and risk_state (latest per subject)
+    def record_findings(self, findings: Sequence[Finding]) -> int:
+        """Append the findings and upsert each subject's risk state, in one transaction.
+        Returns the number of findings appended."""
+        ...
+
+    def risk_state(self, subject_kind: str, subject_id: str) -> RiskState | None: ...
+
+    def top_risk(
+        self, subject_kind: str, limit: int = 50, offset: int = 0, flagged_only: bool = False
+    ) -> list[RiskState]:
+        """Risk states by score, highest first."""
+        ...
+
+    def findings_for(self, subject_kind: str, subject_id: str, limit: int = 100) -> list[Finding]:
+        """A subject's findings, newest first."""
+        ...
+
+    def findings_with_ids(
+        self, subject_kind: str, subject_id: str, limit: int = 100
+    ) -> list[tuple[int, Finding]]:
+        """``findings_for`` with each finding's id (what ``record_decision(finding_id=)`` refers to)."""
+        ...
+
+    def count_flagged(self, subject_kind: str) -> int: ...
+
+    # enforcement decisions
+    def record_decision(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        action: str,
+        actor: str,
+        reason: str,
+        finding_id: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Decision:
+        """A new active decision; the subject's previous active decision is superseded."""
+        ...
+
+    def active_decision(self, subject_kind: str, subject_id: str) -> Decision | None: ...
+
+    def decisions_for(self, subject_kind: str, subject_id: str, limit: int = 100) -> list[Decision]:
+        """A subject's decisions, newest first."""
+        ...
+
+    def reverse_decision(self, decision_id: int, actor: str) -> bool:
+        """Deactivate an active decision; False if unknown or no longer active."""
+        ...
+
+    # cursors of background workers over the event log, in iter_events' (ts, id) order
+    def get_cursor(self, name: str) -> tuple[float, str] | None: ...
+
+    def set_cursor(self, name: str, ts: float, event_id: str) -> None: ...

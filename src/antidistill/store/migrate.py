@@ -29,9 +29,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def upgrade(connection: Connection) -> None:
-    """Upgrade the database behind ``connection`` (inside its transaction) to the latest revision."""
-    command.upgrade(alembic_config(connection), "head")
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Upgrade the database behind ``connection`` (inside its transaction) to ``revision``."""
+    command.upgrade(alembic_config(connection), revision)
 
 
 def head_revision() -> str | None:

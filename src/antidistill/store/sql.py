@@ -6,6 +6,7 @@ Nothing is cached: a revoked key fails authentication on the very next request, 
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,12 +18,31 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from antidistill.errors import InvalidRequestError, NotFoundError
+from antidistill.risk.types import Finding
 from antidistill.store import migrate as migrations
-from antidistill.store import tokens
-from antidistill.store.base import ACCOUNT_STATUSES, TIERS, Account, AlreadyExistsError, ApiKey, Event
-from antidistill.store.codec import event_to_row, row_to_event, rows_to_json
+from antidistill.store import risk, tokens
+from antidistill.store.base import (
+    ACCOUNT_STATUSES,
+    TIERS,
+    Account,
+    AlreadyExistsError,
+    ApiKey,
+    Decision,
+    Event,
+    RiskState,
+)
+from antidistill.store.codec import clean_text, event_to_row, row_to_event, rows_to_json
 from antidistill.store.engine import Database
-from antidistill.store.schema import accounts, api_keys, events, watermark_keys
+from antidistill.store.schema import (
+    accounts,
+    api_keys,
+    decisions,
+    events,
+    findings,
+    risk_state,
+    watermark_keys,
+    worker_cursors,
+)
 
 _MAX_NAME = 200
 _KEY_ID_ATTEMPTS = 5
@@ -41,6 +61,10 @@ _PG_INSERT_EVENTS = (
 _SQLITE_INSERT_EVENTS = (
     sqlite.insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
 )
+_MAX_REASON = 10_000
+# Postgres: record_decision serializes per subject on pg_advisory_xact_lock(class, hashtext(subject))
+# (the two-int key space does not overlap the migration lock's bigint key)
+_PG_DECISION_LOCK_CLASS = 0x61640001
 
 
 def _insert_rows_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> int:
@@ -93,7 +117,8 @@ _AUTH_QUERY = (
 
 
 class SqlStore:
-    """Accounts, API keys and events in one SQL database (see the module docstring)."""
+    """Accounts, API keys, events, risk findings and decisions in one SQL database (see the module
+    docstring)."""
 
     def __init__(
         self, url: str, *, schema: str | None = None, clock: Callable[[], float] = time.time
@@ -101,19 +126,23 @@ class SqlStore:
         self._db = Database(url, schema)
         self._clock = clock
         self._insert_rows = _EVENT_INSERTERS[self._db.dialect]
+        self._insert_findings = risk.FINDING_INSERTERS[self._db.dialect]
+        self._upsert_states = risk.STATE_UPSERTERS[self._db.dialect]
+        self._upsert_cursor = risk.cursor_upsert(self._db.dialect)
         self.url = self._db.url  # password hidden: safe to log
         self.dialect = self._db.dialect
         # SQLite reads are local, short and never wait on writers (WAL): callers may run them inline
         self.inline_reads = self.dialect == "sqlite"
         self.schema = self._db.schema
 
-    def migrate(self) -> None:
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade to ``revision`` (the latest by default; an older one is for upgrade tests)."""
         with self._db.write() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(migrations.PG_MIGRATION_LOCK_KEY)))
                 if self.schema is not None:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-            migrations.upgrade(conn)
+            migrations.upgrade(conn, revision)
 
     def close(self) -> None:
         self._db.dispose()
@@ -268,16 +297,23 @@ class SqlStore:
             return int(conn.execute(q).scalar_one())
 
     def iter_events(
-        self, since_ts: float | None = None, account_id: str | None = None, batch: int = 1000
+        self,
+        since_ts: float | None = None,
+        account_id: str | None = None,
+        batch: int = 1000,
+        *,
+        after: tuple[float, str] | None = None,
     ) -> Iterator[Event]:
         """Events in (ts, id) order, one keyset page per short read (no transaction held between
-        pages, so a long consumer never blocks writers or pins a connection)."""
+        pages, so a long consumer never blocks writers or pins a connection). ``after=(ts, id)``
+        (e.g. a worker cursor) starts strictly after that event."""
         base = events.select().order_by(events.c.ts, events.c.id).limit(max(1, batch))
         if since_ts is not None:
             base = base.where(events.c.ts >= since_ts)
         if account_id is not None:
             base = base.where(events.c.account_id == account_id)
-        after: tuple[float, str] | None = None
+        if after is not None:
+            after = risk.check_cursor(*after)
         while True:
             q = base if after is None else base.where(sa.tuple_(events.c.ts, events.c.id) > sa.tuple_(*after))
             with self._db.read() as conn:
@@ -329,3 +365,176 @@ class SqlStore:
             q = q.where(watermark_keys.c.ident == ident)
         with self._db.read() as conn:
             return [dict(r[0]) for r in conn.execute(q)]
+
+    # risk: findings and risk state ---------------------------------------------------------------
+    def record_findings(self, findings_: Sequence[Finding]) -> int:
+        """Append ``findings_`` to the history and fold them into ``risk_state``, in one transaction.
+
+        Per subject the state becomes its latest finding (highest ts; the later one on a tie), unless
+        the stored state is newer (a late or replayed finding is kept in the history only).
+        ``first_flagged_at`` is the ts of the subject's first flagged finding and is never
+        overwritten. Returns the number of findings appended. InvalidRequestError (nothing written)
+        if any finding is invalid: unknown subject_kind, score outside [0, 1], non-finite ts, ...
+        """
+        if not findings_:
+            return 0
+        rows = [risk.finding_to_row(f) for f in findings_]
+        with self._db.write() as conn:
+            ids = self._insert_findings(conn, rows)
+            self._upsert_states(conn, risk.latest_states(rows, ids, self._clock()))
+        return len(ids)
+
+    def risk_state(self, subject_kind: str, subject_id: str) -> RiskState | None:
+        kind, sid = risk.subject(subject_kind, subject_id)
+        q = risk_state.select().where(risk_state.c.subject_kind == kind, risk_state.c.subject_id == sid)
+        with self._db.read() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else risk.row_to_state(row)
+
+    def top_risk(
+        self, subject_kind: str, limit: int = 50, offset: int = 0, flagged_only: bool = False
+    ) -> list[RiskState]:
+        """Risk states by score, highest first (ties: subject_id descending, the index order)."""
+        kind = risk.subject_kind(subject_kind)
+        q = (
+            risk_state.select()
+            .where(risk_state.c.subject_kind == kind)
+            .order_by(risk_state.c.score.desc(), risk_state.c.subject_id.desc())
+            .limit(max(0, limit))
+            .offset(max(0, offset))
+        )
+        if flagged_only:
+            q = q.where(risk_state.c.flagged)
+        with self._db.read() as conn:
+            return [risk.row_to_state(r) for r in conn.execute(q).mappings()]
+
+    def findings_with_ids(
+        self, subject_kind: str, subject_id: str, limit: int = 100
+    ) -> list[tuple[int, Finding]]:
+        """A subject's findings with their ids (for ``record_decision(finding_id=...)``), newest first."""
+        kind, sid = risk.subject(subject_kind, subject_id)
+        q = (
+            findings.select()
+            .where(findings.c.subject_kind == kind, findings.c.subject_id == sid)
+            .order_by(findings.c.ts.desc(), findings.c.id.desc())
+            .limit(max(0, limit))
+        )
+        with self._db.read() as conn:
+            return [(int(r["id"]), risk.row_to_finding(r)) for r in conn.execute(q).mappings()]
+
+    def findings_for(self, subject_kind: str, subject_id: str, limit: int = 100) -> list[Finding]:
+        """A subject's findings, newest first (by ts, then by insertion)."""
+        return [f for _, f in self.findings_with_ids(subject_kind, subject_id, limit)]
+
+    def count_flagged(self, subject_kind: str) -> int:
+        kind = risk.subject_kind(subject_kind)
+        q = sa.select(sa.func.count()).select_from(risk_state)
+        q = q.where(risk_state.c.subject_kind == kind, risk_state.c.flagged)
+        with self._db.read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    # risk: decisions -----------------------------------------------------------------------------
+    def record_decision(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        action: str,
+        actor: str,
+        reason: str,
+        finding_id: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Decision:
+        """A new active decision. The subject's active decision, if any, is superseded in the same
+        transaction (inactive, reversed_at = now, reversed_by = ``actor``): at most one decision is
+        active per subject, also under concurrent callers (a partial unique index guards it)."""
+        kind, sid = risk.subject(subject_kind, subject_id)
+        action = risk.check_action(action)
+        actor = risk.check_actor(actor)
+        if not isinstance(reason, str) or len(reason) > _MAX_REASON:
+            raise InvalidRequestError(
+                f"reason must be a string of at most {_MAX_REASON} characters", param="reason"
+            )
+        if finding_id is not None:
+            finding_id = risk.check_id(finding_id, "finding_id")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidRequestError("params must be a JSON object", param="params")
+        decision = Decision(
+            id=0,
+            ts=self._clock(),
+            subject_kind=kind,
+            subject_id=sid,
+            action=action,
+            actor=actor,
+            reason=clean_text(reason),
+            finding_id=finding_id,
+            params=dict(params or {}),
+            active=True,
+            reversed_at=None,
+            reversed_by=None,
+        )
+        same_subject = (decisions.c.subject_kind == kind) & (decisions.c.subject_id == sid)
+        with self._db.write() as conn:
+            if self.dialect == "postgresql":
+                lock_key = sa.func.hashtext(f"{kind}:{sid}")
+                lock_class = sa.cast(sa.literal(_PG_DECISION_LOCK_CLASS), sa.Integer)
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_class, lock_key)))
+            conn.execute(
+                decisions.update()
+                .where(same_subject, decisions.c.active)
+                .values(active=False, reversed_at=decision.ts, reversed_by=actor)
+            )
+            values = {f.name: getattr(decision, f.name) for f in dataclasses.fields(Decision)}
+            del values["id"]
+            new_id = conn.execute(decisions.insert().values(**values).returning(decisions.c.id)).scalar_one()
+        return dataclasses.replace(decision, id=int(new_id))
+
+    def active_decision(self, subject_kind: str, subject_id: str) -> Decision | None:
+        kind, sid = risk.subject(subject_kind, subject_id)
+        q = decisions.select().where(
+            decisions.c.subject_kind == kind, decisions.c.subject_id == sid, decisions.c.active
+        )
+        with self._db.read() as conn:
+            row = conn.execute(q.order_by(decisions.c.id.desc()).limit(1)).mappings().first()
+        return None if row is None else risk.row_to_decision(row)
+
+    def decisions_for(self, subject_kind: str, subject_id: str, limit: int = 100) -> list[Decision]:
+        """A subject's decisions, newest first (active or not)."""
+        kind, sid = risk.subject(subject_kind, subject_id)
+        q = (
+            decisions.select()
+            .where(decisions.c.subject_kind == kind, decisions.c.subject_id == sid)
+            .order_by(decisions.c.ts.desc(), decisions.c.id.desc())
+            .limit(max(0, limit))
+        )
+        with self._db.read() as conn:
+            return [risk.row_to_decision(r) for r in conn.execute(q).mappings()]
+
+    def reverse_decision(self, decision_id: int, actor: str) -> bool:
+        """Deactivate an active decision (the subject then has none: the previous one is not
+        restored). False if the id is unknown or the decision is no longer active."""
+        decision_id = risk.check_id(decision_id, "decision_id")
+        actor = risk.check_actor(actor)
+        q = (
+            decisions.update()
+            .where(decisions.c.id == decision_id, decisions.c.active)
+            .values(active=False, reversed_at=self._clock(), reversed_by=actor)
+        )
+        with self._db.write() as conn:
+            return conn.execute(q).rowcount == 1
+
+    # worker cursors ------------------------------------------------------------------------------
+    def get_cursor(self, name: str) -> tuple[float, str] | None:
+        """The (ts, event_id) a worker stored with ``set_cursor``; pass it as ``iter_events(after=)``."""
+        q = sa.select(worker_cursors.c.ts, worker_cursors.c.event_id)
+        q = q.where(worker_cursors.c.name == risk.check_cursor_name(name))
+        with self._db.read() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (row[0], row[1])
+
+    def set_cursor(self, name: str, ts: float, event_id: str) -> None:
+        """Store (create or move, also backwards) the position of worker ``name`` in the event log."""
+        name = risk.check_cursor_name(name)
+        ts, event_id = risk.check_cursor(ts, event_id)
+        with self._db.write() as conn:
+            row = {"name": name, "ts": ts, "event_id": event_id, "updated_at": self._clock()}
+            conn.execute(self._upsert_cursor, row)
