@@ -6,8 +6,10 @@ produces valid text of the same length distribution".
 
 Everything is generated once per module through ``LocalBackend`` (continuous batching, the production
 sampling path; one torch thread) and re-tokenized from the response text, as an auditor would; the
-chat-templated prompt ids are given to the detector. About 7k generated tokens in all: ~2.5 minutes
-of one core on a quiet machine (49 tok/s at batch 16), 4-5 minutes while other jobs share the cores.
+chat-templated prompt ids are given to the detector. About 7k generated tokens in all (32 + 16
+long answers of <= 104 tokens, 3 x 16 short ones of <= 96): 104-119 s for the whole module on
+2026-11-29 (2 shared cores, load average 1.4-5: ~70 tok/s at batch 16 on one torch thread, model
+load 5 s from the cache); expect longer when other jobs hold both cores.
 The canary key is ``derive_key(..., scheme="kgw")`` with the scheme's defaults
 (``KgwScheme``: window 2, gamma 0.25, delta 2.0).
 
@@ -46,7 +48,9 @@ NEW_TOKENS = 100  # the issue's "responses of >= 100 new tokens": each response 
 MAX_TOKENS = 104  # a little headroom: re-tokenizing the text can merge a few generated tokens
 N_OTHER_KEYS = 200
 K_LEN = 16  # short-answer responses per condition for the length distribution
-LEN_MAX_TOKENS = 96  # most short answers end at EOS well before this (median ~45 tokens)
+LEN_MAX_TOKENS = 96  # most short answers end at EOS well before this (median 33-46 tokens, ~1 in 8 capped)
+CAP_RATE = 0.125  # measured share of short answers that reach LEN_MAX_TOKENS (6 of 48 on 2026-11-29)
+SHORT_RATE = 1 / 48  # measured share of long answers under NEW_TOKENS after re-tokenizing (1 of 48)
 
 SHORT_PROMPTS = (
     "In one or two sentences, what is a rainbow?",
@@ -140,33 +144,39 @@ def _max_false_positives(n: int, alpha: float = ALPHA, level: float = 1e-3) -> i
     """Largest count c with P(Binomial(n, alpha) > c) <= level: more than c false positives among n
     honest tests would happen with probability <= ``level``. For n = 32, alpha = 1e-3:
     P(X >= 1) = 0.031, P(X >= 2) = 4.9e-4, so c = 1; for n = 16: P(X >= 1) = 0.016,
-    P(X >= 2) = 1.2e-4, so c = 1 too."""
+    P(X >= 2) = 1.2e-4, so c = 1 too (and for every n from 13 to 32)."""
     return int(stats.binom.isf(level, n, alpha))
 
 
 def test_canary_power_on_100_new_tokens(runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]) -> None:
     docs, prompts, too_short = _first_tokens(runs["canary"])
     # Long-answer prompts at max_tokens 104: a response that stopped before 100 tokens is dropped (it
-    # is not a ">= 100 new tokens" response); more than a few would mean the set-up is wrong.
-    assert too_short <= 4, f"{too_short} of {K} responses had fewer than {NEW_TOKENS} tokens"
+    # is not a ">= 100 new tokens" response). Set-up check: at SHORT_RATE, more than 4 of 32 short
+    # happens with probability P(Bin(32, 1/48) > 4) = 4.9e-4; more would mean the set-up is wrong.
+    allowed_short = int(stats.binom.isf(1e-3, K, SHORT_RATE))
+    assert too_short <= allowed_short, f"{too_short} of {K} responses had fewer than {NEW_TOKENS} tokens"
     n = len(docs)
     lp = _per_doc_log10_p(docs, prompts, keys["canary"])
     detected = int((lp <= math.log10(ALPHA)).sum())
     # One-sided binomial consistency test of H: TPR >= 0.95. Under TPR = 0.95 exactly (the least
     # favourable case), X ~ Binomial(n, 0.95); we fail when X <= c with c the largest count such that
-    # P(X <= c) <= 0.005. For n = 32: P(X <= 26) = 0.0046, P(X <= 27) = 0.020, so we need X >= 27;
-    # a true TPR of 0.85 would fail this test with probability P(Bin(32, .85) <= 26) = 0.35, 0.80
-    # with probability 0.64, 0.75 with probability 0.85.
+    # P(X <= c) <= 0.005. For n = 32: P(X <= 26) = 0.0046, P(X <= 27) = 0.020, so we need X >= 27
+    # (n = 31: X >= 26); a true TPR of 0.85 would fail this test with probability
+    # P(Bin(32, .85) <= 26) = 0.35, 0.80 with probability 0.64, 0.75 with probability 0.85.
     c = int(stats.binom.ppf(0.005, n, 0.95))
     if stats.binom.cdf(c, n, 0.95) > 0.005:
         c -= 1
     print(
         f"\ncanary (KgwScheme defaults) on the first {NEW_TOKENS} tokens: {detected}/{n} detected at p <= "
-        f"{ALPHA} ({too_short} too short); median log10 p {np.median(lp):.2f}, worst {lp.max():.2f}"
+        f"{ALPHA} ({too_short} too short); median log10 p {np.median(lp):.2f}, worst {lp.max():.2f}, "
+        f"{int((lp > -6.0).sum())} above -6"
     )
     assert detected > c, f"{detected}/{n} detected at p <= {ALPHA}: rejects TPR >= 0.95 (need > {c})"
     # margin: the typical response is far past the threshold, not hovering at it (median log10 p is
-    # about -10 at 100 scored tokens, temperature 1, in benchmarks/results/watermark_teacher.json)
+    # about -10 at 100 scored tokens, temperature 1, in benchmarks/results/watermark_teacher.json and
+    # -11.2 here). The median exceeds -6 only if half the responses do; 2 of 47 measured responses
+    # (0 of 16 there, 2 of 31 here) did, one-sided 95% upper bound 0.128 per response, and
+    # P(Bin(32, 0.128) >= 16) = 4e-7.
     assert float(np.median(lp)) <= -6.0, sorted(lp.round(2))
 
 
@@ -189,7 +199,8 @@ def test_unwatermarked_responses_are_not_significant(
     runs: dict[str, list[Result]], keys: dict[str, WatermarkKey]
 ) -> None:
     docs, prompts, _ = _first_tokens(runs["plain"])
-    assert len(docs) >= K_PLAIN - 2
+    # set-up check as for the canary set: P(Bin(16, 1/48) > 3) = 2.8e-4, so at least 13 of 16 remain
+    assert len(docs) >= K_PLAIN - int(stats.binom.isf(1e-3, K_PLAIN, SHORT_RATE))
     allowed = _max_false_positives(len(docs))
     for name in ("canary", "other"):
         lp = _per_doc_log10_p(docs, prompts, keys[name])
@@ -220,15 +231,17 @@ def test_watermark_keeps_text_valid_and_the_length_distribution(
     _valid(marked, teacher.tokenizer)
     a = np.array([r.completion.usage.completion_tokens for r in plain], dtype=np.float64)
     b = np.array([r.completion.usage.completion_tokens for r in marked], dtype=np.float64)
-    # Same prompts, lengths mostly set by EOS (short-answer prompts, median ~45 tokens, cap 96 reached
-    # by a few: ties at the cap are fine for both statistics). Under H0 "same length distribution" we
-    # bound two statistics, each at level 2.5e-4 (Bonferroni: 2 statistics x 2 schemes, 1e-3 in all):
-    # * two-sample Kolmogorov-Smirnov, exact p-value (conservative with ties): for n = m = 16 the
-    #   critical distance is about 0.69 of the CDF;
-    # * the difference of means: |mean_b - mean_a| <= z_{1 - 1.25e-4} * sqrt(s_a^2/n + s_b^2/m),
-    #   z = 3.66 (normal approximation of the two means, n = 16 each).
+    # Same prompts, lengths mostly set by EOS (short-answer prompts, median 33-46 tokens, the cap of 96
+    # reached by about 1 in 8: ties at the cap only make both tests conservative). Under H0 "same
+    # length distribution" we bound two statistics, each at level 2.5e-4 (Bonferroni: 2 statistics x
+    # 2 schemes, 1e-3 in all):
+    # * two-sample Kolmogorov-Smirnov, exact p-value (conservative with ties): for n = m = 16 it
+    #   fails when the empirical CDFs differ by 12/16 = 0.75 or more (D = 11/16 has p = 6.7e-4);
+    # * Welch's t-test of the means (t quantile, not normal: with 16 lengths each the variances are
+    #   estimated, df ~ 28-30, critical |t| ~ 4.2).
     # With 16 responses each these catch gross changes only (a sampler that suppresses or forces EOS,
-    # truncates, or runs to the cap): a shift of roughly 1.3 standard deviations of the lengths.
+    # truncates, or runs to the cap): a shift of the mean of about 1.5 standard deviations of the
+    # lengths (4.2 * sqrt(2 / 16)).
     level = 1e-3 / 4
     ks = stats.ks_2samp(a, b, method="exact")
     print(
@@ -236,9 +249,12 @@ def test_watermark_keeps_text_valid_and_the_length_distribution(
         f"lengths {scheme} {sorted(b.astype(int).tolist())}; KS p {ks.pvalue:.3f}"
     )
     assert ks.pvalue >= level, (ks, sorted(a), sorted(b))
-    z = stats.norm.isf(level / 2)
-    bound = z * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    assert abs(b.mean() - a.mean()) <= bound, (a.mean(), b.mean(), bound)
-    # the cap is not what ends these responses
+    welch = stats.ttest_ind(b, a, equal_var=False)
+    print(f"mean lengths plain {a.mean():.1f}, {scheme} {b.mean():.1f}; Welch p {welch.pvalue:.3f}")
+    assert welch.pvalue >= level, (a.mean(), b.mean(), welch)
+    # Set-up check: the cap is not what ends these responses. With CAP_RATE of the answers capped,
+    # more than c of the 32 would happen with probability <= 1e-3: c = 11 (P(Bin(32, 0.125) > 11)
+    # = 2.9e-4). A sampler that suppresses EOS runs every answer to the cap.
+    n_all = len(plain) + len(marked)
     capped = sum(r.completion.choices[0].finish_reason == "length" for r in (*plain, *marked))
-    assert capped <= (len(plain) + len(marked)) // 4, capped
+    assert capped <= int(stats.binom.isf(1e-3, n_all, CAP_RATE)), capped

@@ -187,26 +187,39 @@ def test_sampler_bookkeeping() -> None:
     assert outs[0] == outs[1]
 
 
-def test_one_sampler_serves_interleaved_choices_of_a_request() -> None:
-    # n = 2 choices sharing a prompt, stepped alternately through one sampler: each sequence's
-    # repeated-window decisions depend on its own context only (same tokens as separate samplers)
-    lm = SyntheticLM(vocab_size=20, sigma=2.0, context=2, seed=3)
-    key = derive_key(MASTER, "account", "a", 1, scheme_params={"window": 2})
-
-    def logits(ctx: list[int]) -> np.ndarray:
-        return lm(np.array([ctx]))[0]
-
-    shared = WatermarkSampler(GumbelScheme(window=2), key, rng=np.random.default_rng(0))
-    seqs = [[1, 2, 3], [1, 2, 3]]
-    decisions: list[list[bool]] = [[], []]
-    for _ in range(60):
-        for i, ctx in enumerate(seqs):
-            decisions[i].append(shared._is_repeated(ctx) if len(ctx) > 3 else False)
-            ctx.append(shared.sample(ctx, logits(ctx), SamplingParams(max_tokens=60)))
-    for i, ctx in enumerate(seqs):
-        alone = WatermarkSampler(GumbelScheme(window=2), key, prompt_len=3)
-        assert [alone._is_repeated(ctx[: 3 + t]) if t else False for t in range(60)] == decisions[i]
-    assert any(decisions[0]) and any(decisions[1])
+def test_n_choices_of_one_request_are_independent_draws() -> None:
+    # One sampler serves the n = 4 choices of a request, stepped in choice order as the local engine
+    # does. The choices share the prompt, hence the first window: without the request-wide set of used
+    # windows all four would take the same deterministic Gumbel choice (equal with probability 1).
+    # With it, the 2-token answers of the four choices must be independent draws of p x p: each
+    # choice's answers fit p x p and each pair of choices agrees with probability (sum p^2)^2.
+    p = np.array([0.35, 0.25, 0.15, 0.12, 0.08, 0.05])
+    logits = np.log(p).astype(np.float32)
+    logits.setflags(write=False)
+    v, n, steps, requests = p.size, 4, 2, 6000
+    params = SamplingParams(max_tokens=steps, n=n)
+    rng = np.random.default_rng(10)
+    answers = np.empty((requests, n), dtype=np.int64)  # each 2-token answer as one id: a * v + b
+    for r in range(requests):
+        sampler = WatermarkSampler.for_key(GUMBEL, rng=np.random.default_rng(r))
+        prompt = [int(t) for t in rng.integers(0, 10**6, 5)]  # fresh prompt windows for every request
+        seqs = [list(prompt) for _ in range(n)]
+        for _ in range(steps):
+            for ctx in seqs:
+                ctx.append(sampler.sample(ctx, logits, params))
+        answers[r] = [ctx[-2] * v + ctx[-1] for ctx in seqs]
+        # keyed (watermarked) steps: the prompt window once, then one per distinct first token (a
+        # sibling that drew an earlier choice's first token meets that choice's second window)
+        assert sampler.used_windows == 1 + len({ctx[-2] for ctx in seqs})
+    pp = np.outer(p, p).ravel()
+    for k in range(n):  # 36 cells, smallest expectation 15
+        counts = np.bincount(answers[:, k], minlength=v * v)
+        assert stats.chisquare(counts, requests * pp).pvalue > LEVEL, k
+    agree = float((pp**2).sum())  # P(two independent 2-token answers are equal) = 0.0533
+    lo, hi = stats.binom.ppf(LEVEL / 2, requests, agree), stats.binom.isf(LEVEL / 2, requests, agree)
+    for a in range(n):
+        for b in range(a + 1, n):
+            assert lo <= int((answers[:, a] == answers[:, b]).sum()) <= hi, (a, b)
 
 
 def test_bad_logits_are_rejected() -> None:

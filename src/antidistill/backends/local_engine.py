@@ -12,6 +12,9 @@ Design (continuous batching over the transformers ``DynamicCache``):
   rows are dropped the same way (``index_select``) and fully padded leading columns are trimmed.
 * One decode step = one forward pass over all rows with the cache; the last-position logits become a
   read-only float32 numpy array; each row's ``TokenSampler`` picks its next token from its own row.
+  The ``n`` rows of a request share the request's sampler when it has one (a ``WatermarkSampler``
+  keeps request-wide state: the windows its choices already used) and are stepped in choice order;
+  without one, each row gets its own ``DefaultSampler`` seeded from (seed, choice index).
 * Results go back to the asyncio side through ``loop.call_soon_threadsafe`` onto a per-request
   ``asyncio.Queue`` of events. An exception fails only the requests it touched (a sampler: its
   request; a forward pass: the rows of that batch) and the thread keeps serving.

@@ -1,12 +1,33 @@
-"""``WatermarkSampler``: the backends' TokenSampler that marks one sequence with one key.
+"""``WatermarkSampler``: the backends' TokenSampler that marks the answers of one request with one key.
 
-It knows where the generated part starts (``prompt_len``, or the length of the context at the first
-call) and derives, from the context itself, which windows were already used for earlier generated
-tokens of this response, so a Gumbel step on a repeated window falls back to a plain draw (the scheme
-decides; KGW keeps biasing). Holding no per-sequence state, one instance may serve every sequence
-of one request (the ``n`` choices share the prompt); it is not thread-safe. Temperature 0 is greedy:
+One instance serves one request: all ``n`` choices of it (the local engine hands every row of a
+request the same sampler and steps the rows in choice order). It knows where the generated part
+starts (``prompt_len``, or the length of the context at the first call). Temperature 0 is greedy:
 argmax, no watermark. Presence / frequency penalties and the greedy threshold are the same as the
-unwatermarked ``backends.sampling.DefaultSampler``.
+unwatermarked ``backends.sampling.DefaultSampler``. Not thread-safe.
+
+Fresh windows, request-wide (schemes with ``fresh_windows_only``, i.e. Gumbel). Gumbel-max sampling is
+a deterministic function of (key, window, p): a window met twice with the same context would give the
+same token again. So the sampler keeps the set of windows on which *this request* already made a keyed
+choice, shared by its ``n`` choices, and a step whose window is in that set is a plain draw from ``p``
+(with the sampler's own random generator) instead. Within one response this is the old
+repeated-window rule (a response never re-uses its own windows); across the choices it is what makes
+``n > 1`` work: the ``n`` choices start from the same prompt, so without it they would all emit the
+same tokens. With it, choice 0 makes the keyed choice on the prompt's last window, choices 1..n-1 draw
+plainly there, keep drawing plainly while they repeat choice 0's tokens (their windows are then the
+ones choice 0 already used), and are watermarked again from the first window nobody has used.
+
+Why this is sound. Model the PRF as a random function of the window. Each keyed choice reads the PRF
+values of a window that no earlier step of the request has read, so, conditionally on everything the
+request generated so far (all choices), those values are fresh independent uniforms and the choice is
+an exact draw from ``p`` (the scheme is distortion-free per fresh window); plain draws are exact draws
+from ``p`` too. By the chain rule the ``n`` choices are therefore jointly distributed as ``n``
+independent samples of the model: as diverse as unwatermarked answers. Detection is unchanged:
+every keyed token of every choice is an ordinary Gumbel token under the account's key, and the plain
+ones are ordinary unmarked tokens (they dilute the score, they never fake it). The cost is a little
+watermark density on the siblings: the tokens until they diverge from an earlier choice, and any later
+window another choice already used. Separate *requests* do not share the set (the gateway makes one
+sampler per request); the same prompt sent again in a new request can repeat an earlier answer.
 """
 
 from __future__ import annotations
@@ -25,7 +46,7 @@ from antidistill.watermark.schemes.sampling import Workspace
 
 
 class WatermarkSampler:
-    """Implements ``backends.base.TokenSampler`` for the sequences of one request."""
+    """Implements ``backends.base.TokenSampler`` for the choices of one request (one instance each)."""
 
     def __init__(
         self,
@@ -43,6 +64,7 @@ class WatermarkSampler:
         self._prompt_len = prompt_len
         self._rng = rng
         self._ws: Workspace | None = None  # PRF seed + vocabulary buffers, built on the first step
+        self._used: set[tuple[int, ...]] = set()  # windows this request made a keyed choice on
 
     @classmethod
     def for_key(
@@ -54,21 +76,21 @@ class WatermarkSampler:
         """What the gateway hands a backend for this request."""
         return WatermarkAssignment(sampler=self, key_id=self.key.key_id, config_hash=self.key.config_hash)
 
-    def _is_repeated(self, context: Sequence[int]) -> bool:
-        """Was the current window already used for an earlier generated token of this response?
+    @property
+    def used_windows(self) -> int:
+        """How many distinct windows this request has made a keyed choice on (all choices)."""
+        return len(self._used)
 
-        Read from the context itself (no per-sequence state), so one sampler may serve the ``n``
-        choices of a request, which share the prompt. O(generated length) per step, in numpy.
-        """
-        h, n = self.scheme.window, len(context)
-        assert self._prompt_len is not None
-        start = max(self._prompt_len, h)  # first generated position that had a full window
-        if n <= start:
+    def _claim(self, context: Sequence[int]) -> bool:
+        """Is the current window fresh for this request? Records it as used (O(window) per step)."""
+        h = self.scheme.window
+        if len(context) < h:
+            return True  # no full window: the scheme draws plainly anyway
+        window = tuple(int(t) for t in context[len(context) - h :])
+        if window in self._used:
             return False
-        windows = np.lib.stride_tricks.sliding_window_view(
-            np.asarray(context[start - h : n], dtype=np.int64), h
-        )  # rows: the windows of positions start .. n (the last row is the current window)
-        return bool((windows[:-1] == windows[-1]).all(axis=1).any())
+        self._used.add(window)
+        return True
 
     def sample(self, context: Sequence[int], logits: NDArray[Any], params: SamplingParams) -> int:
         if self._prompt_len is None:
@@ -84,5 +106,5 @@ class WatermarkSampler:
             self._rng = np.random.default_rng(params.seed)
         if self._ws is None or self._ws.vocab_size != logits.shape[-1]:
             self._ws = self.scheme.workspace(self.key, logits.shape[-1])
-        repeated = self.scheme.fresh_windows_only and self._is_repeated(context)
+        repeated = self.scheme.fresh_windows_only and not self._claim(context)
         return self.scheme.sample_step(context, logits, params, self._rng, self._ws, repeated=repeated)

@@ -3,8 +3,10 @@
 Sampling: with PRF values ``r_i`` of the current window, emit ``argmax_i r_i ** (1 / p_i)`` over the
 (temperature-scaled, top-p filtered) distribution ``p``. Because ``-ln r_i / p_i`` are independent
 exponentials with rates ``p_i``, the winner is distributed exactly as ``p``: no distortion for a fresh
-window. A window already used in the same response would repeat the same choice, so the sampler then
-asks for ``repeated=True`` and a plain draw from ``p`` is made instead.
+window. A window already used in the same request (earlier in this response, or by another of the
+request's ``n`` choices) would repeat the same choice, so ``WatermarkSampler`` then asks for
+``repeated=True`` and a plain draw from ``p`` is made instead (see its docstring for why the ``n``
+choices then are independent samples and still detect).
 
 Detection: per scored tuple ``s = -ln(1 - r_token)``; under H0 (text independent of the key) each
 ``s ~ Exp(1)`` independently over distinct tuples, so ``S = sum s ~ Gamma(N, 1)`` and
