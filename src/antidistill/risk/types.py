@@ -62,6 +62,9 @@ class RequestSignals:
     system_hash: str | None  # hash of the system prompt, if any
     turns: int  # number of user turns in the conversation
     script: str  # dominant writing system: "latin", "cjk", "cyrillic", "arabic", "other"
+    elicitation_cues: tuple[str, ...] = ()  # ids of the elicitation cues found, strongest first
+    skeleton_head: str = ""  # hash of the skeleton's first few words (template prefix)
+    skeleton_tail: str = ""  # hash of the skeleton's last few words (template suffix)
 
 
 @dataclass(frozen=True, slots=True)
