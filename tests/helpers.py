@@ -35,6 +35,7 @@ def gateway_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "limits.max_tokens_cap": 512,
         "limits.max_n": 3,
         "watermark.master_secret_file": str(tmp_path / "wm.secret"),
+        "risk.enabled": False,  # the risk tests turn it on with a small calibration
     }
     base.update(overrides)
     return load_settings(None, base)

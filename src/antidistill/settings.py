@@ -108,6 +108,22 @@ class WatermarkSettings(BaseModel):
     master_secret_file: str = Field("./data/watermark.secret", description="0600 file with the secret.")
 
 
+class RiskSettings(BaseModel):
+    model_config = _FROZEN
+    enabled: bool = Field(True, description="Run the risk engine inside the gateway (single node).")
+    calibration_file: str | None = Field(
+        None,
+        description="Benign calibration (.npz from `antidistill risk calibrate`); default: built once from "
+        "the bundled benign corpora and cached in ~/.cache/antidistill/risk.",
+    )
+    embedder: Literal["minilm", "hashing", "none"] = Field(
+        "minilm", description="Prompt embeddings for topic features (minilm: offline all-MiniLM-L6-v2)."
+    )
+    target_fpr: float = Field(1e-3, gt=0, lt=0.5, description="Benign accounts flagged (target rate).")
+    batch_size: int = Field(500, ge=1, description="Requests the engine scores together.")
+    interval_s: float = Field(2.0, gt=0, description="Longest a request waits before it is scored.")
+
+
 class Settings(BaseSettings):
     """All configuration of one antidistill process."""
 
@@ -128,6 +144,7 @@ class Settings(BaseSettings):
     backend: BackendSettings = BackendSettings()
     events: EventSettings = EventSettings()
     watermark: WatermarkSettings = WatermarkSettings()
+    risk: RiskSettings = RiskSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from antidistill import __version__
-from antidistill.cli import keys, watermark
+from antidistill.cli import evaluate, keys, risk, watermark
 from antidistill.cli.serve import serve
 
 app = typer.Typer(
@@ -35,6 +35,10 @@ def root(
 app.command("serve")(serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(watermark.app, name="watermark")
+app.command("replay")(risk.replay_cmd)
+app.command("analyze")(risk.analyze_cmd)
+app.add_typer(risk.app, name="risk")
+app.add_typer(evaluate.app, name="eval")
 
 
 def main() -> None:

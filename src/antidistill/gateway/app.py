@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,6 +68,25 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return error_response(AntidistillError("The server had an error while processing your request."))
 
 
+async def _run_risk_engine(settings: Settings, store: Store, stop: asyncio.Event, app: Starlette) -> None:
+    """Single-node risk engine: load (or build once) the calibration, then score new events every
+    ``risk.interval_s``. All of it runs in worker threads; requests are served meanwhile."""
+    from antidistill.evaluation.replay import engine_from_settings
+    from antidistill.risk.worker import RiskWorker
+
+    try:
+        engine = await asyncio.to_thread(engine_from_settings, settings.risk)
+    except Exception:
+        log.exception("risk engine disabled: could not load its calibration")
+        return
+    worker = RiskWorker(store, engine, batch_size=settings.risk.batch_size)
+    app.state.risk_worker = worker
+    log.info(
+        "risk engine running (embedder=%s, target FPR %g)", settings.risk.embedder, settings.risk.target_fpr
+    )
+    await worker.run_async(settings.risk.interval_s, stop)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -91,6 +111,8 @@ def create_app(
         be = backend if backend is not None else build_backend(settings.backend)
         m = GatewayMetrics()
         m.watch_writer(writer)
+        risk_stop = asyncio.Event()
+        risk_task: asyncio.Task[None] | None = None
         try:
             await be.start()
             wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
@@ -104,8 +126,13 @@ def create_app(
                 watermarker=wm,
             )
             log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
+            if settings.risk.enabled:
+                risk_task = asyncio.create_task(_run_risk_engine(settings, st, risk_stop, app))
             yield
         finally:
+            risk_stop.set()
+            if risk_task is not None:
+                await asyncio.gather(risk_task, return_exceptions=True)
             await be.aclose()
             await anyio.to_thread.run_sync(writer.close)
             st.close()
