@@ -159,6 +159,9 @@ def test_errors_are_clear() -> None:
         det.test(sample(rng, 10))
     with pytest.raises(ValueError, match="dim"):
         det.score(sample(rng, 10, dim=DIM + 1))
+    det.calibrate(sample(rng, 500), n_windows=50, target_fpr=0.05, rng=rng)
+    with pytest.raises(ValueError, match="calibrated for windows of 10"):
+        det.test(sample(rng, 11))
     with pytest.raises(ValueError, match="NaN"):
         det.score(np.full((10, DIM), np.nan))
     with pytest.raises(ValueError):

@@ -122,7 +122,8 @@ class TrafficConfig:
 
 
 def preset(name: str, seed: int = 0) -> TrafficConfig:
-    """``small`` (~5k requests, for tests), ``default`` (~90k), ``large`` (~1M, for speed tests)."""
+    """``small`` (~5k requests, for tests), ``default`` (~90k), ``eval`` (~350k: the detection
+    evaluation), ``large`` (~1M, for speed tests)."""
     base = TrafficConfig(seed=seed)
     presets = {
         "small": replace(
@@ -154,6 +155,25 @@ def preset(name: str, seed: int = 0) -> TrafficConfig:
             mixed_requests=300,
         ),
         "default": base,
+        # the detection evaluation: enough benign accounts for a 0.1% FPR point (>= 3,000) and
+        # enough attacker accounts per family for useful Wilson intervals
+        "eval": replace(
+            base,
+            n_benign_accounts=4000,
+            n_benchmark_accounts=24,
+            n_batch_accounts=20,
+            n_enterprise_accounts=600,
+            n_enterprise_orgs=16,
+            n_bulk=12,
+            n_sweep=12,
+            n_reasoning=12,
+            n_paraphrase=12,
+            n_low_and_slow=20,
+            n_hydra=3,
+            n_mimicry=12,
+            n_adaptive=4,
+            mixed_accounts_per_share=10,
+        ),
         "large": replace(base, scale=10.5),
     }
     if name not in presets:

@@ -38,6 +38,7 @@ from antidistill.risk.types import Finding, RequestSignals, RiskEvent
 
 MIN_EMBED_CHARS = 8
 EMBED_CHARS = 400
+EMBED_CACHE = 20_000  # distinct prompt texts whose embeddings are kept (~30 MB for MiniLM)
 SHARED_TEMPLATE_ACCOUNTS = 3  # a template used by >= this many other accounts is "shared"
 MIN_CLUSTER_SIZE = 3
 
@@ -87,6 +88,7 @@ class RiskEngine:
         # calibration only: (requests, features, the cluster's embeddings at the look)
         self.cluster_look_features: list[tuple[int, dict[str, float], np.ndarray | None]] = []
         self.requests = 0
+        self._embed_cache: dict[str, np.ndarray] = {}  # insertion-ordered: oldest evicted first
 
     # -- public ---------------------------------------------------------------------------------
     def process(self, events: Sequence[RiskEvent]) -> list[Finding]:
@@ -140,10 +142,23 @@ class RiskEngine:
                 texts.append(e.last_user[:EMBED_CHARS])
         if not texts:
             return {}
-        vectors = self.embedder.embed(texts)
+        vectors = self._embed_cached(texts)
         for i in idx:
             self.accounts[events[i].account].pending_embeddings -= 1
         return dict(zip(idx, vectors, strict=True))
+
+    def _embed_cached(self, texts: list[str]) -> list[np.ndarray]:
+        """Embed ``texts``, each distinct text once; recent texts come from a bounded cache
+        (templated and copied prompts repeat a lot)."""
+        assert self.embedder is not None
+        cache = self._embed_cache
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        if todo:
+            for t, v in zip(todo, self.embedder.embed(todo), strict=True):
+                cache[t] = v
+            while len(cache) > EMBED_CACHE:
+                del cache[next(iter(cache))]
+        return [cache[t] for t in texts]
 
     def _observe(self, event: RiskEvent, sig: RequestSignals, emb: np.ndarray | None) -> list[Finding]:
         self.requests += 1

@@ -20,7 +20,7 @@ from antidistill.risk.types import RequestSignals, RiskEvent
 
 HOUR = 3600.0
 DAY = 86400.0
-MAX_EMBEDDINGS = 16  # prompt embeddings kept per subject (first ones; enough for topic features)
+MAX_EMBEDDINGS = 8  # prompt embeddings kept per subject (the first ones): topic features, bounded cost
 MAX_SKELETONS = 512  # distinct skeletons counted per subject (then new ones count as "other")
 MIN_TEMPLATE_CHARS = 24  # prompts shorter than this ("hi", "thanks") never count as a template
 BUSY_DAY = 20  # requests in a UTC day that make it a "busy day"

@@ -246,39 +246,41 @@ class MmdWindowDetector:
         rng: np.random.Generator | None = None,
     ) -> float:
         """Set (and return) the threshold for ``target_fpr`` from benign-vs-reference windows."""
-        if window is not None:
-            if window < 2:
-                raise ValueError("window must be >= 2")
-            self.window = window
-        null = self.null_distribution(
-            benign_embeddings, self.window, n_windows, rng if rng is not None else np.random.default_rng(0)
-        )
-        self.threshold = threshold_for_fpr(null, target_fpr)
+        size = self.window if window is None else window
+        if size < 2:
+            raise ValueError("window must be >= 2")
+        generator = rng if rng is not None else np.random.default_rng(0)
+        null = self.null_distribution(benign_embeddings, size, n_windows, generator)
+        threshold = threshold_for_fpr(null, target_fpr)
         null.setflags(write=False)
-        self.null_scores, self.target_fpr = null, target_fpr
-        return self.threshold
+        self.window, self.threshold, self.null_scores, self.target_fpr = size, threshold, null, target_fpr
+        return threshold
 
     def p_value(self, window_embeddings: np.ndarray) -> float:
-        null = self._calibrated()
-        return null_p_value(null, self.score(window_embeddings))
+        """Benign tail probability of the window's MMD² (windows of exactly ``window`` rows)."""
+        return self.test(window_embeddings).p_value
 
     def test(self, window_embeddings: np.ndarray) -> MmdResult:
-        null = self._calibrated()
-        assert self.threshold is not None
-        s = self.score(window_embeddings)
+        """Score a window of exactly ``window`` rows against the calibrated threshold (the null
+        was drawn at that size; use ``AccountMmdTester`` for other sizes)."""
+        threshold, null = self._calibrated()
+        x = self.validate(window_embeddings)
+        if len(x) != self.window:
+            raise ValueError(f"the threshold is calibrated for windows of {self.window}, got {len(x)}")
+        s = self.score(x)
         return MmdResult(
             mmd2=s,
-            threshold=self.threshold,
+            threshold=threshold,
             p_value=null_p_value(null, s),
-            flagged=s > self.threshold,
-            n=len(window_embeddings),
+            flagged=s > threshold,
+            n=len(x),
             window=self.window,
         )
 
-    def _calibrated(self) -> np.ndarray:
+    def _calibrated(self) -> tuple[float, np.ndarray]:
         if self.null_scores is None or self.threshold is None:
             raise RuntimeError("MmdWindowDetector.calibrate() must run before testing windows")
-        return self.null_scores
+        return self.threshold, self.null_scores
 
     def validate(self, x: np.ndarray) -> np.ndarray:
         a = _as_matrix(x, "embeddings")
