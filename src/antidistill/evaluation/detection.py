@@ -31,7 +31,7 @@ from antidistill.evaluation.metrics import AccountOutcome, RunCost, evaluate
 from antidistill.evaluation.report import write_report
 from antidistill.evaluation.traffic import generate_trace, preset
 from antidistill.risk.calibration import Calibration
-from antidistill.risk.detectors.mmd import AccountMmdTester, MmdWindowDetector
+from antidistill.risk.detectors.mmd import AccountMmdTester, MmdWindowDetector, threshold_for_fpr
 from antidistill.risk.detectors.ratelimit import RateLimitBaseline
 from antidistill.risk.embedding import Embedder
 from antidistill.risk.engine import EMBED_CHARS, RiskEngine
@@ -40,9 +40,10 @@ from antidistill.risk.types import RiskEvent
 log = logging.getLogger("antidistill.eval")
 
 CALIBRATION_SEED = 101
-TEST_SEED = 4242  # never used while developing the engine (tuning runs used seed 202)
+TEST_SEED = 5151  # never used while developing the engine (tuning used 202; 4242 was the first report)
 MMD_MAX_PROMPTS = 16  # per account (the paper's smallest window is 100; CPU budget, see README)
 MMD_CALIBRATION_ACCOUNTS = 1500
+MMD_MIN_PROMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class _Truth:
     label: str = "benign"
     family: str = "benign"
     share: float | None = None
+    campaign: str | None = None
     n: int = 0
     attacks: int = 0
     times: list[float] | None = None
@@ -165,6 +167,9 @@ def _truth(events: Sequence[RiskEvent]) -> dict[str, _Truth]:
         share = getattr(e, "share", None)
         if share is not None:
             t.share = share
+        campaign = getattr(e, "campaign", None)
+        if campaign:
+            t.campaign = campaign
     for t in out.values():
         if t.label == "attack" and t.share is None and t.attacks < t.n:
             t.share = round(t.attacks / t.n, 2)
@@ -175,12 +180,6 @@ def _count_upto(times: list[float] | None, ts: float | None) -> int | None:
     if ts is None or times is None:
         return None
     return int(np.searchsorted(np.asarray(times), ts, side="right"))
-
-
-def _campaign(account: str, family: str) -> str | None:
-    if family in ("hydra", "adaptive"):
-        return f"{family}:{account.rsplit('-', 1)[0]}"
-    return None
 
 
 def _outcome(
@@ -199,7 +198,7 @@ def _outcome(
         requests_before_flag=_count_upto(t.times, flag_ts),
         attack_requests_before_flag=_count_upto(t.attack_times, flag_ts),
         cluster=cluster,
-        campaign=_campaign(account, fam) if t.label == "attack" else None,
+        campaign=t.campaign if t.label == "attack" else None,
     )
 
 
@@ -299,13 +298,28 @@ def run_mmd(
     )
     test_groups = first_prompts(test)
     test_vecs = embed_all(test_groups)
+    # Variant 2 (fairer to the method when it is applied per account): the null distribution is the
+    # MMD² of whole benign *accounts* (calibration accounts not in the sample above), not of windows
+    # drawn from the pooled benign prompts, whose topics are far more mixed than one user's.
+    others = [k for k in cal_groups if k not in set(keep) and len(cal_groups[k]) >= MMD_MIN_PROMPTS]
+    other_vecs = embed_all({k: cal_groups[k] for k in others})
+    null = np.array([detector.score(v) for v in other_vecs.values()])
+    if len(null) >= 20:
+        account_threshold = threshold_for_fpr(null, min(0.5, max(target_fpr, 2.0 / len(null))))
+    else:  # too few benign accounts to set a threshold: this variant flags nobody
+        account_threshold = math.inf
     outs = []
     for a, lst in test_groups.items():
-        res = tester.test(test_vecs[a]) if len(lst) >= 2 else None
+        x = test_vecs[a]
+        res = tester.test(x) if len(lst) >= 2 else None
         flag_ts = lst[-1][0] if res is not None and res.flagged else None
         score = 1.0 - res.p_value if res is not None else 0.0
         outs.append(_outcome("mmd_window", a, truth[a], score, flag_ts, None))
-    return outs, RunCost("mmd_window", len(test), time.process_time() - c0, time.perf_counter() - w0)
+        s2 = detector.score(x) if len(lst) >= MMD_MIN_PROMPTS else -1.0
+        flag2 = lst[-1][0] if len(lst) >= MMD_MIN_PROMPTS and s2 > account_threshold else None
+        outs.append(_outcome("mmd_account", a, truth[a], 0.5 + math.atan(20.0 * s2) / math.pi, flag2, None))
+    cost = RunCost("mmd_window", len(test), time.process_time() - c0, time.perf_counter() - w0)
+    return outs, cost
 
 
 def run_detection_eval(cfg: DetectionEvalConfig, out_dir: Path) -> dict[str, Any]:
@@ -335,7 +349,7 @@ def run_detection_eval(cfg: DetectionEvalConfig, out_dir: Path) -> dict[str, Any
         o, c = run_mmd(calib, test, truth, emb, cfg.target_fpr, cfg.progress)
         if o:
             outcomes += o
-            costs.append(c)
+            costs += [c, replace(c, detector="mmd_account")]
     results = evaluate(outcomes, costs)
     results["setup"] = {
         "preset": cfg.preset,

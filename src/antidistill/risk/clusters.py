@@ -5,8 +5,9 @@ together with one more kind of evidence: the same prompt template, the same unco
 first appearance in the same 10-minute key-creation burst. (A burst alone is weak evidence at scale:
 many honest accounts are created every ten minutes.)
 Templates and user agents alone link nothing: honest developers share popular prompt wrappers and
-SDKs, and a company NAT alone is not a campaign. A template counts only while few accounts
-(``TEMPLATE_COMMON``) use it; a user agent only while it is uncommon.
+SDKs, and a company NAT alone is not a campaign. A template counts only while it has been seen from
+few networks (``TEMPLATE_NETWORKS``): a popular prompt wrapper arrives from everywhere, a campaign's
+template from its proxy pool; a user agent counts only while it is uncommon.
 Linked accounts form clusters through a union-find; each cluster keeps a pooled ``ActivityState``
 so that 1,000 accounts making 30 requests each are scored as the one actor they are.
 
@@ -28,7 +29,7 @@ from antidistill.risk.types import RequestSignals, RiskEvent
 FANOUT = 8
 BURST_SECONDS = 600.0
 MAX_KEYS_PER_ACCOUNT = 24
-TEMPLATE_COMMON = 20  # a template already used by this many accounts is popular: it links nothing
+TEMPLATE_NETWORKS = 32  # a template seen from more networks than this is popular: it links nothing
 UA_RARE_SHARE = 0.01  # a user agent used by more than 1% of accounts (and > 5) links nothing
 LINK_KINDS = ("network", "user_agent", "template", "burst", "payment")
 _BIT = {k: 1 << i for i, k in enumerate(LINK_KINDS)}
@@ -86,7 +87,7 @@ class ClusterIndex:
         self._account_keys: dict[str, set[tuple[str, str]]] = {}
         self._pairs: dict[tuple[str, str], int] = {}
         self._ua_accounts: Counter[str] = Counter()
-        self._template_accounts: Counter[str] = Counter()
+        self._template_networks: dict[str, set[str]] = {}
         self._n_accounts = 0
         self._next_id = 0
 
@@ -155,6 +156,7 @@ class ClusterIndex:
         caller adds the event to the cluster's pooled state; when it joined now, the merge of its
         state already counted the event."""
         a = event.account
+        net = network_of(event.ip) if event.ip else None
         before = self._clusters.get(self.find(a))
         seen = self._account_keys.get(a)
         first = seen is None
@@ -167,8 +169,10 @@ class ClusterIndex:
             seen.add(key)
             kind = key[0]
             if kind == "template":
-                self._template_accounts[key[1]] += 1
-                if self._template_accounts[key[1]] > TEMPLATE_COMMON:
+                nets = self._template_networks.setdefault(key[1], set())
+                if len(nets) <= TEMPLATE_NETWORKS and net is not None:
+                    nets.add(net)
+                if len(nets) > TEMPLATE_NETWORKS:
                     continue
             if kind == "user_agent":
                 self._ua_accounts[key[1]] += 1
