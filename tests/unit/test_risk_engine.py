@@ -177,3 +177,20 @@ def test_scores_are_monotone_in_the_statistic(calibration: Calibration) -> None:
     scores = [calibration.score(x) for x in xs]
     assert all(a <= b for a, b in itertools.pairwise(scores))
     assert scores[0] >= 0.0 and scores[-1] <= 1.0
+
+
+def test_embedding_cache_eviction_keeps_the_batch(
+    calibration: Calibration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that repeats cached texts and brings more new ones than the cache holds must still be
+    served (the eviction happens after the batch, not while it is being answered)."""
+    import antidistill.risk.engine as eng
+
+    monkeypatch.setattr(eng, "EMBED_CACHE", 5)
+    engine = RiskEngine(calibration, rp.make_embedder("hashing"))
+    first = [ev(1e9 + i, f"u{i}", f"first prompt number {i} about a topic") for i in range(3)]
+    engine.process(first)
+    batch = [ev(2e9 + i, f"v{i}", f"another distinct prompt {i} on a subject") for i in range(12)]
+    batch += [ev(3e9, "u0", "first prompt number 0 about a topic")]
+    engine.process(batch)
+    assert len(engine._embed_cache) <= 5

@@ -156,9 +156,10 @@ class RiskEngine:
         if todo:
             for t, v in zip(todo, self.embedder.embed(todo), strict=True):
                 cache[t] = v
-            while len(cache) > EMBED_CACHE:
-                del cache[next(iter(cache))]
-        return [cache[t] for t in texts]
+        out = [cache[t] for t in texts]
+        while len(cache) > EMBED_CACHE:  # evict only after this batch is served
+            del cache[next(iter(cache))]
+        return out
 
     def _observe(self, event: RiskEvent, sig: RequestSignals, emb: np.ndarray | None) -> list[Finding]:
         self.requests += 1
