@@ -78,6 +78,27 @@ class PermissionDeniedError(AntidistillError):
     code = "permission_denied"
 
 
+BLOCKED_MESSAGE = "This account is blocked. Contact the provider's trust and safety team."
+
+
+class AccountBlockedError(PermissionDeniedError):
+    """The account is blocked (by an operator or by the policy): retrying will not help."""
+
+    code = "account_blocked"
+
+    def __init__(self, message: str = BLOCKED_MESSAGE) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
+class ReverificationRequiredError(PermissionDeniedError):
+    """The account must prove again who it is (outside the API) before it may make more requests."""
+
+    code = "reverification_required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
 class NotFoundError(AntidistillError):
     status = 404
     error_type = "invalid_request_error"

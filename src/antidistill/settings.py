@@ -124,6 +124,23 @@ class RiskSettings(BaseModel):
     interval_s: float = Field(2.0, gt=0, description="Longest a request waits before it is scored.")
 
 
+class PolicySettings(BaseModel):
+    model_config = _FROZEN
+    enabled: bool = Field(
+        True, description="Enforce the policy (risk level + tier -> actions) in the gateway."
+    )
+    file: str | None = Field(
+        None, description="TOML policy file merged over the shipped defaults (see antidistill.policy)."
+    )
+    cache_ttl_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="Longest a replica applies a cached risk state / decision before re-reading the store.",
+    )
+    cache_max_accounts: int = Field(100_000, ge=1, description="Accounts kept in the decision cache.")
+
+
 class Settings(BaseSettings):
     """All configuration of one antidistill process."""
 
@@ -145,6 +162,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     watermark: WatermarkSettings = WatermarkSettings()
     risk: RiskSettings = RiskSettings()
+    policy: PolicySettings = PolicySettings()
 
     @field_validator("database_url")
     @classmethod

@@ -167,9 +167,14 @@ def test_answers_carry_the_accounts_watermark(teacher_gateway: tuple[str, str, o
     ]
     texts = [
         client.chat.completions.create(
-            model="smollm2-135m-instruct", messages=[{"role": "user", "content": p}], max_tokens=200,
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": p}],
+            max_tokens=200,
             temperature=1.0,
-        ).choices[0].message.content or ""
+        )
+        .choices[0]
+        .message.content
+        or ""
         for p in prompts
     ]
     rt = app.state.rt  # type: ignore[attr-defined]

@@ -96,6 +96,9 @@ def risk_settings(tmp_path: Path, cal_file: Path, **overrides: Any) -> Settings:
             "risk.embedder": "hashing",
             "risk.calibration_file": str(cal_file),
             "risk.interval_s": 0.2,
+            # detection only: enforcement would throttle the harvester once flagged (and record the
+            # engine's decision), which depends on how fast the worker catches up; see test_enforcement
+            "policy.enabled": False,
             **overrides,
         },
     )

@@ -298,8 +298,16 @@ def test_unreachable_postgres_fails_fast_without_leaking_the_password() -> None:
 
 
 def test_watermark_key_records_are_idempotent_and_public(store: SqlStore) -> None:
-    record = {"key_id": "wk_0123456789abcdef", "scope": "account", "ident": "acc1", "scheme": "gumbel",
-              "version": 1, "scheme_params": {"window": 4}, "tokenizer": "t", "vocab_size": 10}
+    record = {
+        "key_id": "wk_0123456789abcdef",
+        "scope": "account",
+        "ident": "acc1",
+        "scheme": "gumbel",
+        "version": 1,
+        "scheme_params": {"window": 4},
+        "tokenizer": "t",
+        "vocab_size": 10,
+    }
     assert store.record_watermark_key(record, "h" * 64) is True
     assert store.record_watermark_key(record, "h" * 64) is False
     store.record_watermark_key({**record, "key_id": "wk_1", "version": 2}, "g" * 64)

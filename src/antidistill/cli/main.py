@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from antidistill import __version__
-from antidistill.cli import evaluate, keys, risk, watermark
+from antidistill.cli import accounts, evaluate, keys, risk, watermark
 from antidistill.cli.serve import serve
 
 app = typer.Typer(
@@ -34,6 +34,8 @@ def root(
 
 app.command("serve")(serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(accounts.app, name="accounts")
+app.add_typer(accounts.policy_app, name="policy")
 app.add_typer(watermark.app, name="watermark")
 app.command("replay")(risk.replay_cmd)
 app.command("analyze")(risk.analyze_cmd)

@@ -1,5 +1,5 @@
-"""The admin API (``/admin/*``, ``/v1/admin/risk/*``): operators' endpoints, behind their own bearer
-credential.
+"""The admin API (``/admin/*``, ``/v1/admin/risk/*``, ``/v1/admin/accounts/*``): operators'
+endpoints, behind their own bearer credential.
 
 Disabled (403 with a clear message) when ``server.admin_token`` is unset. The token is compared in
 constant time. Admin routes never return key hashes or watermark secrets.
@@ -23,6 +23,7 @@ from antidistill.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from antidistill.gateway.admin_accounts import ACCOUNT_HANDLERS
 from antidistill.gateway.admin_risk import RISK_HANDLERS
 from antidistill.gateway.admin_watermark import WATERMARK_ROUTES
 from antidistill.gateway.http import JSONResponse, bearer_token, error_response, read_json
@@ -103,4 +104,5 @@ ADMIN_ROUTES = [
     Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     *WATERMARK_ROUTES,
     *(Route(path, admin_endpoint(fn), methods=["GET"]) for path, fn in RISK_HANDLERS),
+    *(Route(path, admin_endpoint(fn), methods=[method]) for path, method, fn in ACCOUNT_HANDLERS),
 ]

@@ -96,7 +96,12 @@ def create_app(
     watermarker: Watermarker | None = None,
 ) -> Starlette:
     """Build the gateway. Pass ``store``/``backend`` to inject them (tests); otherwise they are built
-    from settings in the lifespan. Injected objects are started and closed by the lifespan too."""
+    from settings in the lifespan. Injected objects are started and closed by the lifespan too.
+    The policy file is loaded here: a bad one fails at once with a ConfigError."""
+    from antidistill.gateway.enforcement import Enforcer
+    from antidistill.policy import Policy
+
+    policy = Policy.load(settings.policy.file) if settings.policy.enabled else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,6 +118,8 @@ def create_app(
         m.watch_writer(writer)
         risk_stop = asyncio.Event()
         risk_task: asyncio.Task[None] | None = None
+        clk = clock or SystemClock()
+        enforcer = None if policy is None else Enforcer.from_settings(settings, st, clk, policy)
         try:
             await be.start()
             wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
@@ -122,8 +129,9 @@ def create_app(
                 events=writer,
                 backend=be,
                 metrics=m,
-                clock=clock or SystemClock(),
+                clock=clk,
                 watermarker=wm,
+                enforcer=enforcer,
             )
             log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
             if settings.risk.enabled:
@@ -134,6 +142,8 @@ def create_app(
             if risk_task is not None:
                 await asyncio.gather(risk_task, return_exceptions=True)
             await be.aclose()
+            if enforcer is not None:
+                await enforcer.aclose()
             await anyio.to_thread.run_sync(writer.close)
             st.close()
             log.info("gateway stopped; events flushed")

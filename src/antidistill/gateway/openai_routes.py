@@ -18,18 +18,20 @@ from starlette.routing import Route
 
 from antidistill.backends.base import Chunk, Completion, GenerationRequest
 from antidistill.errors import (
+    AccountBlockedError,
     AntidistillError,
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
     ModelNotFoundError,
-    PermissionDeniedError,
 )
+from antidistill.gateway.enforcement import Admission, Enforcer
 from antidistill.gateway.http import JSONResponse, bearer_token, client_ip, error_response, read_json
 from antidistill.gateway.recorder import ExchangeRecord
 from antidistill.gateway.render import DONE_FRAME, ChunkRenderer, completion_body, error_frame
 from antidistill.gateway.runtime import Runtime
 from antidistill.gateway.schemas import parse_chat, parse_completion
+from antidistill.policy.params import Changes
 from antidistill.store.base import Account, ApiKey
 
 log = logging.getLogger("antidistill.gateway")
@@ -44,7 +46,11 @@ def _rt(request: Request) -> Runtime:
     return rt
 
 
-async def authenticate(rt: Runtime, request: Request) -> tuple[ApiKey, Account]:
+async def authenticate(
+    rt: Runtime, request: Request, *, allow_blocked: bool = False
+) -> tuple[ApiKey, Account]:
+    """The key and account of the request's bearer token; 401 if none, 403 if the account is blocked
+    (unless ``allow_blocked``: the caller then refuses it after noting who it was)."""
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError(
@@ -58,11 +64,8 @@ async def authenticate(rt: Runtime, request: Request) -> tuple[ApiKey, Account]:
     if found is None:
         raise AuthenticationError("Incorrect API key provided, or the key was revoked.")
     key, account = found
-    if account.status == "blocked":
-        raise PermissionDeniedError(
-            "This account is blocked. Contact the provider's trust and safety team.",
-            code="account_blocked",
-        )
+    if account.status == "blocked" and not allow_blocked:
+        raise AccountBlockedError()
     return key, account
 
 
@@ -103,12 +106,24 @@ async def _generate(request: Request, kind: str) -> Response:
         user_agent=request.headers.get("user-agent"),
     )
     rt.metrics.inflight.inc()
+    admission: Admission | None = None  # a throttled request's reservation, until settled
     try:
-        key, account = await authenticate(rt, request)
-        rec.account_id, rec.key_id = account.id, key.id
+        key, account = await authenticate(rt, request, allow_blocked=True)
+        rec.account_id, rec.key_id = account.id, key.id  # refusals are logged under the account too
+        if account.status == "blocked":  # an operator's block: read on every request, by every replica
+            raise AccountBlockedError()
+        enforcer = rt.enforcer
+        decision = None if enforcer is None else await enforcer.admit(account)  # block, reverify
         body = await read_json(request, rt.settings.limits.max_body_bytes)
+        changes: Changes = {}
+        if enforcer is not None and decision is not None and decision.caps is not None:
+            body, changes = enforcer.cap_params(decision, body)
         parsed, gen = _PARSERS[kind](body, request_id, rt.settings.limits)
         rec.set_request(gen)
+        if decision is not None:
+            policy_field = Enforcer.event_field(decision, changes)
+            if policy_field is not None:
+                rec.params["policy"] = policy_field
         if gen.model not in rt.backend.model_ids():
             raise ModelNotFoundError(
                 f"The model '{gen.model}' does not exist or you do not have access to it.", param="model"
@@ -116,6 +131,9 @@ async def _generate(request: Request, kind: str) -> Response:
         if rt.watermarker is not None:
             gen = replace(gen, watermark=await rt.watermarker.assign(account, gen))
             rec.set_watermark(gen.watermark)
+        if enforcer is not None and decision is not None and decision.throttle is not None:
+            admission = await enforcer.reserve(account, decision, gen)  # 429 before any byte
+        limit_headers = admission.headers() if admission is not None else {}
         created = int(rt.clock.now())
         rec.stream = parsed.stream
         if parsed.stream:
@@ -126,11 +144,21 @@ async def _generate(request: Request, kind: str) -> Response:
             except BaseException:
                 await chunks.aclose()
                 raise
-            return _stream_response(gen, rec, chunks, first, created, include_usage)
+            response = _stream_response(
+                gen, rec, chunks, first, created, include_usage, admission, limit_headers
+            )
+            admission = None  # the stream settles it
+            return response
         result: Completion = await _until_disconnect(request, _complete(rt, gen))
         rec.finish(200, result=result)
-        return JSONResponse(completion_body(gen, result, created), headers={"x-request-id": request_id})
+        if admission is not None:
+            await admission.settle(result.usage.total_tokens)
+            admission = None
+        headers = {"x-request-id": request_id, **limit_headers}
+        return JSONResponse(completion_body(gen, result, created), headers=headers)
     except AntidistillError as err:
+        if admission is not None:  # the backend failed: nothing was served, give the budget back
+            await admission.cancel()
         rec.finish(err.status, error_code=err.code)
         if err.status >= 500:
             log.warning("request %s failed: %s", request_id, err.message)
@@ -140,6 +168,8 @@ async def _generate(request: Request, kind: str) -> Response:
         raise
     except Exception:
         log.exception("request %s crashed", request_id)
+        if admission is not None:
+            await admission.cancel()
         rec.finish(500, error_code="internal_error")
         return error_response(AntidistillError("The server had an error while processing your request."))
     finally:
@@ -171,6 +201,8 @@ def _stream_response(
     first: Chunk | None,
     created: int,
     include_usage: bool,
+    admission: Admission | None = None,
+    limit_headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     renderer = ChunkRenderer(gen, created, include_usage)
 
@@ -202,8 +234,12 @@ def _stream_response(
         finally:
             await chunks.aclose()
             rec.finish(status, error_code=code)
+            # settled with the real usage when complete; otherwise the reserved tokens stay charged
+            if admission is not None and status == 200 and rec.usage_total is not None:
+                await admission.settle(rec.usage_total)
 
     headers = {"x-request-id": gen.request_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers.update(limit_headers or {})
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 

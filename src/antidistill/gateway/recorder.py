@@ -33,6 +33,7 @@ class ExchangeRecord:
     _prompt_tokens: int = 0
     _completion_tokens: int = 0
     _done: bool = False
+    usage_total: int | None = None  # prompt + completion tokens, once a stream reported its usage
 
     def set_request(self, gen: GenerationRequest) -> None:
         self.model = gen.model
@@ -60,6 +61,7 @@ class ExchangeRecord:
         if chunk.usage is not None:
             self._prompt_tokens = chunk.usage.prompt_tokens
             self._completion_tokens = chunk.usage.completion_tokens
+            self.usage_total = chunk.usage.total_tokens
 
     def _response_text(self, result: Completion | None) -> str | None:
         if result is not None:

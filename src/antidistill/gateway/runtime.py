@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from antidistill.backends.base import Backend, GenerationRequest, WatermarkAssignment
 from antidistill.clock import Clock
 from antidistill.gateway.metrics import GatewayMetrics
 from antidistill.settings import Settings
 from antidistill.store.base import Account, Event, Store
+
+if TYPE_CHECKING:
+    from antidistill.gateway.enforcement import Enforcer
 
 
 class EventSink(Protocol):
@@ -29,4 +32,5 @@ class Runtime:
     metrics: GatewayMetrics
     clock: Clock
     watermarker: Watermarker | None = None
+    enforcer: Enforcer | None = None  # None when policy.enabled is false
     extras: dict[str, Any] | None = None

@@ -24,6 +24,7 @@ DECISION_ACTIONS: tuple[str, ...] = (
     "watermark",
     "throttle",
     "strip_reasoning",
+    "cap_params",
     "reverify",
     "block",
     "reset",
@@ -148,6 +149,17 @@ class Store(Protocol):
 
     def list_accounts(self, limit: int = 1000, offset: int = 0) -> list[Account]: ...
 
+    def update_account(
+        self,
+        account_id: str,
+        *,
+        tier: str | None = None,
+        status: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Account:
+        """Change tier, status (active | blocked) and/or metadata; NotFoundError if unknown."""
+        ...
+
     # API keys; the plaintext token exists only in create_api_key's return value
     def create_api_key(self, account_id: str, label: str = "") -> tuple[str, ApiKey]: ...
 
@@ -224,7 +236,29 @@ class Store(Protocol):
         """A new active decision; the subject's previous active decision is superseded."""
         ...
 
+    def record_engine_decision(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        action: str,
+        reason: str,
+        finding_id: int | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        finding_ts: float | None = None,
+    ) -> Decision | None:
+        """``record_decision`` by actor ``engine``, unless it would change nothing or overrule an
+        operator; then None and nothing is written. Checked in the write transaction, so replicas
+        that see the same transition record it once. An operator's active decision is kept, except
+        a ``reset`` older than ``finding_ts`` (the engine acts on a finding made after the reset);
+        an active engine decision with the same action and params is kept."""
+        ...
+
     def active_decision(self, subject_kind: str, subject_id: str) -> Decision | None: ...
+
+    def account_risk(self, account_id: str) -> tuple[RiskState | None, Decision | None]:
+        """An account's risk state and active decision, read together (one connection)."""
+        ...
 
     def decisions_for(self, subject_kind: str, subject_id: str, limit: int = 100) -> list[Decision]:
         """A subject's decisions, newest first."""

@@ -114,6 +114,17 @@ _AUTH_QUERY = (
     .join(accounts, accounts.c.id == api_keys.c.account_id)
     .where(api_keys.c.id == sa.bindparam("key_id"))
 )
+# Built once: the gateway's decision cache reads these for an account once per TTL.
+_STATE_QUERY = risk_state.select().where(
+    risk_state.c.subject_kind == "account", risk_state.c.subject_id == sa.bindparam("sid")
+)
+_ACTIVE_QUERY = (
+    decisions.select()
+    .where(decisions.c.subject_kind == "account", decisions.c.subject_id == sa.bindparam("sid"))
+    .where(decisions.c.active)
+    .order_by(decisions.c.id.desc())
+    .limit(1)
+)
 
 
 class SqlStore:
@@ -447,6 +458,44 @@ class SqlStore:
         """A new active decision. The subject's active decision, if any, is superseded in the same
         transaction (inactive, reversed_at = now, reversed_by = ``actor``): at most one decision is
         active per subject, also under concurrent callers (a partial unique index guards it)."""
+        decision = self._write_decision(subject_kind, subject_id, action, actor, reason, finding_id, params)
+        assert decision is not None
+        return decision
+
+    def record_engine_decision(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        action: str,
+        reason: str,
+        finding_id: int | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        finding_ts: float | None = None,
+    ) -> Decision | None:
+        """``record_decision`` by the engine unless it changes nothing or overrules an operator (see
+        the Store protocol); None when nothing was written."""
+
+        def keep(active: Decision) -> bool:
+            if active.actor.startswith(risk.OPERATOR_PREFIX):
+                return active.action != "reset" or finding_ts is None or finding_ts <= active.ts
+            return active.action == action and active.params == (params or {})
+
+        return self._write_decision(
+            subject_kind, subject_id, action, risk.ENGINE_ACTOR, reason, finding_id, params, keep=keep
+        )
+
+    def _write_decision(
+        self,
+        subject_kind: str,
+        subject_id: str,
+        action: str,
+        actor: str,
+        reason: str,
+        finding_id: int | None,
+        params: dict[str, Any] | None,
+        keep: Callable[[Decision], bool] | None = None,
+    ) -> Decision | None:
         kind, sid = risk.subject(subject_kind, subject_id)
         action = risk.check_action(action)
         actor = risk.check_actor(actor)
@@ -478,6 +527,11 @@ class SqlStore:
                 lock_key = sa.func.hashtext(f"{kind}:{sid}")
                 lock_class = sa.cast(sa.literal(_PG_DECISION_LOCK_CLASS), sa.Integer)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_class, lock_key)))
+            if keep is not None:
+                active = decisions.select().where(same_subject, decisions.c.active)
+                row = conn.execute(active).mappings().first()
+                if row is not None and keep(risk.row_to_decision(row)):
+                    return None
             conn.execute(
                 decisions.update()
                 .where(same_subject, decisions.c.active)
@@ -487,6 +541,18 @@ class SqlStore:
             del values["id"]
             new_id = conn.execute(decisions.insert().values(**values).returning(decisions.c.id)).scalar_one()
         return dataclasses.replace(decision, id=int(new_id))
+
+    def account_risk(self, account_id: str) -> tuple[RiskState | None, Decision | None]:
+        """``risk_state("account", id)`` and ``active_decision("account", id)`` in one go (the
+        gateway's hot path on a decision-cache miss)."""
+        _, sid = risk.subject("account", account_id)
+        with self._db.read() as conn:
+            state = conn.execute(_STATE_QUERY, {"sid": sid}).mappings().first()
+            active = conn.execute(_ACTIVE_QUERY, {"sid": sid}).mappings().first()
+        return (
+            None if state is None else risk.row_to_state(state),
+            None if active is None else risk.row_to_decision(active),
+        )
 
     def active_decision(self, subject_kind: str, subject_id: str) -> Decision | None:
         kind, sid = risk.subject(subject_kind, subject_id)
