@@ -194,3 +194,22 @@ def test_embedding_cache_eviction_keeps_the_batch(
     batch += [ev(3e9, "u0", "first prompt number 0 about a topic")]
     engine.process(batch)
     assert len(engine._embed_cache) <= 5
+
+
+def test_shipped_calibration_matches_the_current_features() -> None:
+    """The calibration shipped in the package must load (it is refused when the features changed:
+    re-fit it with `antidistill risk calibrate --embedder minilm --out
+    src/antidistill/risk/data/default-minilm.npz`), and moving the target FPR moves only the threshold."""
+    from antidistill.evaluation.detection import SHIPPED_CALIBRATIONS, default_calibration
+
+    path = SHIPPED_CALIBRATIONS["minilm"]
+    cal = Calibration.load(path)
+    assert cal.embedder == "minilm" and cal.reference_embeddings is not None
+    assert cal.meta.get("benign_accounts", 0) >= 1000
+    loose, strict = cal.with_target(0.01), cal.with_target(0.001)
+    assert loose.threshold <= strict.threshold
+    assert (
+        loose.look_statistic(64, {"elicitation": 0.5})[0]
+        == strict.look_statistic(64, {"elicitation": 0.5})[0]
+    )
+    assert default_calibration("minilm", 0.01, progress=False).threshold == loose.threshold

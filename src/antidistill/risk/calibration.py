@@ -162,6 +162,20 @@ class Calibration:
     def threshold_for(self, fpr: float) -> float:
         return self._threshold_for(fpr)
 
+    def with_target(self, fpr: float) -> Calibration:
+        """The same fit, flagging at another target false-positive rate (the benign account-level
+        statistics are kept, so only the threshold moves)."""
+        return Calibration(
+            self.feature_names,
+            self.tails,
+            self.scales,
+            self.account_max,
+            fpr,
+            self.reference_embeddings,
+            self.embedder,
+            self.meta,
+        )
+
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         arrays = {f"tail_{b}": t for b, t in self.tails.items()}
