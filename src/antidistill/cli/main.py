@@ -6,6 +6,7 @@ import typer
 
 from antidistill import __version__
 from antidistill.cli import accounts, evaluate, keys, risk, watermark
+from antidistill.cli.audit import audit
 from antidistill.cli.serve import serve
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ app.command("replay")(risk.replay_cmd)
 app.command("analyze")(risk.analyze_cmd)
 app.add_typer(risk.app, name="risk")
 app.add_typer(evaluate.app, name="eval")
+app.command("audit")(audit)
 
 
 def main() -> None:
