@@ -211,7 +211,7 @@ def test_a_flagged_account_gets_the_tiers_actions_and_one_recorded_transition(tm
         served = [e for e in env.events("alice") if e.status == 200]
         assert "policy" not in served[0].params  # before the flag
         assert served[-1].params["policy"] == {
-            "actions": ["watermark_canary", "cap_params", "throttle"],
+            "actions": ["watermark_canary", "strip_reasoning", "cap_params", "throttle"],
             "level": "flagged",
             "source": "engine",
             "watermark_scheme": "kgw_canary",
@@ -222,7 +222,7 @@ def test_a_flagged_account_gets_the_tiers_actions_and_one_recorded_transition(tm
         # the transition is stored once, by the engine, with the finding behind it
         [d] = poll(lambda: env.decisions("alice"), lambda ds: len(ds) == 1, "the engine's decision")
         assert d.actor == "engine" and d.action == "throttle" and d.active and d.finding_id == finding_id
-        assert d.params["actions"] == ["watermark_canary", "cap_params", "throttle"]
+        assert d.params["actions"] == ["watermark_canary", "strip_reasoning", "cap_params", "throttle"]
         assert "flagged by the risk engine (score 0.970)" in d.reason and "step-by-step" in d.reason
         for _ in range(3):
             env.refresh()
@@ -443,7 +443,7 @@ def test_a_bad_policy_file_fails_at_start_up_in_one_line(tmp_path: Path) -> None
         assert r.exit_code == 2, r.output
         assert r.output.strip().splitlines() == [
             f"antidistill: error: policy file {bad}: tiers.standard.flagged: item 1: 'shadowban' is not an "
-            "action (watermark_canary, cap_params, throttle, reverify, block)"
+            "action (watermark_canary, strip_reasoning, cap_params, throttle, reverify, block)"
         ]
     good = tmp_path / "good.toml"
     good.write_text("[throttle]\nrpm = 7\n")

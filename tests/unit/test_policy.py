@@ -93,9 +93,9 @@ def test_thresholds_are_configurable() -> None:
         ("standard", None, ()),
         ("standard", state(0.3), ()),
         ("standard", state(0.93), ("watermark_canary", "cap_params")),
-        ("standard", state(0.99, True), ("watermark_canary", "cap_params", "throttle")),
+        ("standard", state(0.99, True), ("watermark_canary", "strip_reasoning", "cap_params", "throttle")),
         ("trusted", state(0.93), ("watermark_canary",)),
-        ("trusted", state(0.99, True), ("watermark_canary", "cap_params", "throttle")),
+        ("trusted", state(0.99, True), ("watermark_canary", "strip_reasoning", "cap_params", "throttle")),
         ("new", state(0.93), ("watermark_canary", "cap_params", "throttle")),
         ("new", state(0.99, True), ("reverify",)),
     ],
@@ -106,6 +106,7 @@ def test_shipped_rules(policy: Policy, tier: str, level_state: RiskState | None,
     assert (d.throttle is not None) == ("throttle" in actions)
     assert (d.caps is not None) == ("cap_params" in actions)
     assert (d.reverify_message is not None) == ("reverify" in actions)
+    assert (d.reasoning is not None) == ("strip_reasoning" in actions)
     assert d.watermark_scheme == (CANARY_SCHEME if "watermark_canary" in actions else None)
     assert d.finding_id == (None if not actions else 42)
 
@@ -118,7 +119,7 @@ def test_tier_throttle_and_explanations(policy: Policy) -> None:
     assert d.reasons[0] == "flagged by the risk engine (score 0.990)" and len(d.reasons) == 3
     assert d.store_action() == "throttle"
     assert d.record_params() == {
-        "actions": ["watermark_canary", "cap_params", "throttle"],
+        "actions": ["watermark_canary", "strip_reasoning", "cap_params", "throttle"],
         "level": "flagged",
         "tier": "standard",
         "throttle": {"rpm": 20, "tpm": 20_000, "period_s": 60.0},
@@ -167,9 +168,17 @@ def test_an_engine_decision_does_not_override(policy: Policy) -> None:
 
 
 def test_an_unenforced_operator_action_leaves_the_level_in_charge(policy: Policy) -> None:
-    d = policy.evaluate("standard", state(0.93), decision("strip_reasoning"))
+    d = policy.evaluate("standard", state(0.93), decision("quarantine"))  # a later version's action
     assert d.actions == ("watermark_canary", "cap_params") and d.source == "engine"
     assert "not enforced" in d.reasons[0]
+
+
+def test_operator_strip_reasoning(policy: Policy) -> None:
+    d = policy.evaluate("standard", None, decision("strip_reasoning"))
+    assert d.actions == ("strip_reasoning",) and d.source == "operator"
+    assert d.store_action() == "strip_reasoning"
+    assert d.reasoning == policy.config.strip_reasoning and d.reasoning.mode == "remove"
+    assert d.to_json()["reasoning"] == "remove"
 
 
 def test_reset_ignores_findings_up_to_the_reset(policy: Policy) -> None:
@@ -178,7 +187,8 @@ def test_reset_ignores_findings_up_to_the_reset(policy: Policy) -> None:
     assert d.actions == () and d.level == "none" and d.source == "engine" and d.decision_id == 7
     assert d.reasons[0].startswith("reset by operator:alice") and "predates the reset" in d.reasons[1]
     later = policy.evaluate("standard", state(0.99, True, ts=T0 + 11), reset)
-    assert later.actions == ("watermark_canary", "cap_params", "throttle") and later.level == "flagged"
+    assert later.actions == ("watermark_canary", "strip_reasoning", "cap_params", "throttle")
+    assert later.level == "flagged"
 
 
 # the policy file ------------------------------------------------------------------------------
@@ -219,6 +229,10 @@ def test_a_file_is_merged_over_the_defaults(tmp_path: Path) -> None:
         ("[throttle]\nrpm = 0\ntpm = 0", "throttle: set rpm and/or tpm"),
         ("[throttle]\nrps = 3", "throttle.rps: Extra inputs are not permitted"),
         ('[cap_params]\nover_cap = "drop"', "cap_params.over_cap: Input should be 'refuse' or 'cap'"),
+        ('[strip_reasoning]\nmode = "rewrite"', "strip_reasoning.mode: Input should be 'remove' or"),
+        ('[strip_reasoning]\ntags = ["<think>"]', "strip_reasoning.tags: item 0: '<think>' is not a"),
+        ("[strip_reasoning]\nwindow_chars = 64", "strip_reasoning: window_chars (64) must be at least 12 x"),
+        ("[strip_reasoning]\nmin_copy_words = 2", "strip_reasoning.min_copy_words: Input should be greater"),
         ("version = 2", "version: Input should be 1"),
         ('[tiers.new]\nflagged = "block"', "tiers.new.flagged: Input should be a valid tuple"),
     ],

@@ -13,6 +13,15 @@ Authorization header, to test redaction), ``slow`` (sleeps far beyond any sane t
 that echoes the Authorization header), ``bad-shape`` (JSON without ``choices``),
 ``no-usage`` (no usage object) and ``reasoning`` (adds ``reasoning_content``).
 
+A reasoning model (``evaluation.fake_reasoning``; chat and completions, ``max_tokens`` ignored):
+``x-fake-mode: think`` writes ``<think>REASONING</think>\n\nANSWER`` into the content (tag name from
+``x-fake-tag``), ``x-fake-mode: reasoning-field`` sends the reasoning as ``reasoning_content`` (before
+the content; chat only, completions get the tags); ``x-fake-leak: KIND`` (``fake_reasoning.LEAK_KINDS``)
+adds a copy of the reasoning to the answer. Streams are cut into pieces of ``x-fake-piece-chars``
+characters (default 7, so tags are split across chunks). Since proxies do not forward a client's
+headers, each of these may also come as a body field: ``x_fake_mode``, ``x_fake_tag``, ``x_fake_leak``,
+``x_fake_piece_chars`` (a header wins).
+
 Run: ``python -m antidistill.evaluation.fake_upstream --port 8001 --delay-ms 50``.
 """
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,8 +43,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Send
 
+from antidistill.evaluation.fake_reasoning import reasoning_for, visible_reply
+
 SLOW_SECONDS = 600.0
 _JSON = "application/json"
+REASONING_MODES = ("think", "reasoning-field")
+DEFAULT_PIECE_CHARS = 7
 
 
 @dataclass
@@ -116,7 +130,14 @@ class _Handler:
         except orjson.JSONDecodeError:
             return _error(400, "body is not JSON", "invalid_request_error")
         stats.last_body = body
-        mode = headers.get("x-fake-mode", "")
+
+        def option(name: str, default: str = "") -> str:
+            value = headers.get(name)
+            if value is None and isinstance(body, dict):
+                value = body.get(name.replace("-", "_"))
+            return default if value is None else str(value)
+
+        mode = option("x-fake-mode")
         delay_ms = float(headers.get("x-fake-delay-ms", cfg.delay_ms))
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0)
@@ -141,6 +162,8 @@ class _Handler:
         else:
             source = _text_of(body.get("prompt"))
             prompt_words = len(source.split())
+        if mode in REASONING_MODES:
+            return await self._reasoning_answer(body, chat, source, prompt_words, mode, option)
         words = (cfg.reply if cfg.reply is not None else source).split()
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or len(words)
         finish = "length" if len(words) > max_tokens else "stop"
@@ -178,6 +201,78 @@ class _Handler:
         if mode != "no-usage":
             out["usage"] = usage
         return Response(orjson.dumps(out), media_type=_JSON)
+
+    async def _reasoning_answer(
+        self, body: dict[str, Any], chat: bool, source: str, prompt_words: int, mode: str, option: Any
+    ) -> Response:
+        tag, leak = option("x-fake-tag", "think"), option("x-fake-leak") or None
+        piece = max(1, int(option("x-fake-piece-chars", str(DEFAULT_PIECE_CHARS))))
+        reasoning, visible = reasoning_for(source), visible_reply(source, leak)
+        field = chat and mode == "reasoning-field"
+        content = visible if field else f"<{tag}>{reasoning}</{tag}>\n\n{visible}"
+        n = int(body.get("n") or 1)
+        tokens = math.ceil((len(content) + (len(reasoning) if field else 0)) / 4)
+        usage = {"prompt_tokens": prompt_words, "completion_tokens": tokens * n}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        head = {"id": "cmpl-fake", "created": int(time.time()), "model": body.get("model", self.config.model)}
+        if body.get("stream"):
+            opts = body.get("stream_options") or {}
+            send_usage = bool(opts.get("include_usage"))
+            frames = self._reasoning_frames(
+                chat, head, content, reasoning if field else "", piece, n, usage, send_usage
+            )
+            return _ClosingStreamingResponse(frames, media_type="text/event-stream")
+        choices: list[dict[str, Any]] = []
+        for i in range(n):
+            if chat:
+                msg: dict[str, Any] = {"role": "assistant", "content": content}
+                if field:
+                    msg["reasoning_content"] = reasoning
+                choices.append({"index": i, "message": msg, "finish_reason": "stop", "logprobs": None})
+            else:
+                choices.append({"index": i, "text": content, "finish_reason": "stop", "logprobs": None})
+        out = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
+        out["usage"] = usage
+        return Response(orjson.dumps(out), media_type=_JSON)
+
+    async def _reasoning_frames(
+        self,
+        chat: bool,
+        head: dict[str, Any],
+        content: str,
+        reasoning: str,
+        piece: int,
+        n: int,
+        usage: dict[str, int],
+        send_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        stats = self.stats
+        stats.streams_started += 1
+        base = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+
+        def frame(field: str, text: str, fin: str | None = None) -> bytes:
+            if chat:
+                choices = [{"index": i, "delta": {field: text}, "finish_reason": fin} for i in range(n)]
+            else:
+                choices = [{"index": i, "text": text, "finish_reason": fin} for i in range(n)]
+            return _frame({**base, "choices": choices})
+
+        try:
+            if chat:
+                yield _frame({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                   "finish_reason": None} for i in range(n)]})  # fmt: skip
+            for k in range(0, len(reasoning), piece):
+                yield frame("reasoning_content", reasoning[k : k + piece])
+            for k in range(0, len(content), piece):
+                yield frame("content", content[k : k + piece])
+            yield frame("content", "", "stop")
+            if send_usage:
+                yield _frame({**base, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+            stats.streams_completed += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.streams_aborted += 1
+            raise
 
     async def _frames(
         self,

@@ -3,7 +3,8 @@
 - ``GET /v1/admin/accounts/{account}``: the account (by id or name), its risk state and reasons, its
   active decision, its decision history (newest first) and what the policy does to it now.
 - ``POST /v1/admin/accounts/{account}/decision`` with
-  ``{"action": "allow"|"block"|"throttle"|"reverify"|"reset", "reason": str, "params": {...}, "by": str}``:
+  ``{"action": "allow"|"block"|"throttle"|"strip_reasoning"|"reverify"|"reset", "reason": str,
+  "params": {...}, "by": str}``:
   records the decision by actor ``operator:<by>`` (``by`` defaults to ``admin``); ``throttle`` takes
   ``{"rpm", "tpm", "period_s"}`` params (default: the tier's throttle). 201 with the decision.
 - ``DELETE /v1/admin/accounts/{account}/decision?by=NAME``: reverses the active decision (404 if none).
@@ -71,7 +72,8 @@ async def post_decision(rt: Runtime, request: Request) -> Response:
     body = await read_json(request, rt.settings.limits.max_body_bytes)
     if not isinstance(body, dict) or not isinstance(body.get("action"), str):
         raise InvalidRequestError(
-            "send {'action': 'allow'|'block'|'throttle'|'reverify'|'reset', 'reason': str, 'params': {}}",
+            "send {'action': 'allow'|'block'|'throttle'|'strip_reasoning'|'reverify'|'reset', "
+            "'reason': str, 'params': {}}",
             param="action",
         )
     unknown = sorted(set(body) - {"action", "reason", "params", "by"})

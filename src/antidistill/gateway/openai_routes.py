@@ -31,6 +31,7 @@ from antidistill.gateway.recorder import ExchangeRecord
 from antidistill.gateway.render import DONE_FRAME, ChunkRenderer, completion_body, error_frame
 from antidistill.gateway.runtime import Runtime
 from antidistill.gateway.schemas import parse_chat, parse_completion
+from antidistill.hardening import ReasoningGuard
 from antidistill.policy.params import Changes
 from antidistill.store.base import Account, ApiKey
 
@@ -134,6 +135,8 @@ async def _generate(request: Request, kind: str) -> Response:
         if enforcer is not None and decision is not None and decision.throttle is not None:
             admission = await enforcer.reserve(account, decision, gen)  # 429 before any byte
         limit_headers = admission.headers() if admission is not None else {}
+        # strip_reasoning: decided here, before the backend is called and before any byte is sent
+        guard = None if decision is None or decision.reasoning is None else ReasoningGuard(decision.reasoning)
         created = int(rt.clock.now())
         rec.stream = parsed.stream
         if parsed.stream:
@@ -145,11 +148,14 @@ async def _generate(request: Request, kind: str) -> Response:
                 await chunks.aclose()
                 raise
             response = _stream_response(
-                gen, rec, chunks, first, created, include_usage, admission, limit_headers
+                gen, rec, chunks, first, created, include_usage, admission, limit_headers, guard
             )
             admission = None  # the stream settles it
             return response
         result: Completion = await _until_disconnect(request, _complete(rt, gen))
+        if guard is not None:
+            result = guard.complete(result)
+            rec.params["reasoning"] = guard.stats.as_dict()
         rec.finish(200, result=result)
         if admission is not None:
             await admission.settle(result.usage.total_tokens)
@@ -203,6 +209,7 @@ def _stream_response(
     include_usage: bool,
     admission: Admission | None = None,
     limit_headers: dict[str, str] | None = None,
+    guard: ReasoningGuard | None = None,
 ) -> StreamingResponse:
     renderer = ChunkRenderer(gen, created, include_usage)
 
@@ -215,7 +222,8 @@ def _stream_response(
     async def body() -> AsyncIterator[bytes]:
         status, code = 200, None
         try:
-            async with contextlib.aclosing(rest()) as stream:
+            source = rest() if guard is None else guard.stream(rest())
+            async with contextlib.aclosing(source) as stream:
                 async for chunk in stream:
                     rec.add_chunk(chunk)
                     for frame in renderer.frames(chunk):
@@ -233,6 +241,8 @@ def _stream_response(
             yield error_frame(BackendError("The server had an error while streaming the response."))
         finally:
             await chunks.aclose()
+            if guard is not None:
+                rec.params["reasoning"] = guard.stats.as_dict()
             rec.finish(status, error_code=code)
             # settled with the real usage when complete; otherwise the reserved tokens stay charged
             if admission is not None and status == 200 and rec.usage_total is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from antidistill.backends.base import Chunk, Completion, GenerationRequest, Usage
+from antidistill.backends.base import Choice, Chunk, Completion, GenerationRequest, Usage
 from antidistill.errors import AntidistillError
 
 
@@ -18,12 +18,19 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
+def _message(c: Choice) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": c.text, "refusal": None}
+    if c.reasoning is not None:  # a reasoning backend's trace, as vLLM / DeepSeek name it
+        msg["reasoning_content"] = c.reasoning
+    return msg
+
+
 def completion_body(gen: GenerationRequest, result: Completion, created: int) -> dict[str, Any]:
     if gen.kind == "chat":
         choices: list[dict[str, Any]] = [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "message": _message(c),
                 "logprobs": None,
                 "finish_reason": c.finish_reason,
             }
@@ -69,13 +76,16 @@ class ChunkRenderer:
 
     def frames(self, chunk: Chunk) -> list[bytes]:
         out: list[bytes] = []
-        has_delta = bool(chunk.text) or chunk.finish_reason is not None
+        reasoning = chunk.reasoning if self._chat else None
+        has_delta = bool(chunk.text) or bool(reasoning) or chunk.finish_reason is not None
         if has_delta:
             if self._chat:
                 delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
                 if chunk.index not in self._started:
                     self._started.add(chunk.index)
                     delta = {"role": "assistant", "content": chunk.text}
+                if reasoning:
+                    delta["reasoning_content"] = reasoning
                 choice: dict[str, Any] = {
                     "index": chunk.index,
                     "delta": delta,

@@ -2,7 +2,8 @@
 
     policy = Policy.load(settings.policy.file)          # ConfigError (one line) if the file is bad
     decision = policy.evaluate(account.tier, risk_state, active_decision)
-    decision.actions, decision.reasons, decision.throttle, decision.caps, decision.watermark_scheme
+    decision.actions, decision.reasons, decision.throttle, decision.caps, decision.reasoning,
+    decision.watermark_scheme
 
 Pure code (no I/O, no clock) except ``operator.py``, the operators' store writes shared by the CLI
 and the admin API. The gateway applies decisions in ``antidistill.gateway.enforcement``.
@@ -17,6 +18,7 @@ from antidistill.policy.config import (
     CapsConfig,
     PolicyConfig,
     RiskLevel,
+    StripReasoningConfig,
     ThrottleConfig,
     load_policy_config,
     parse_policy,
@@ -36,6 +38,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyDecision",
     "RiskLevel",
+    "StripReasoningConfig",
     "ThrottleConfig",
     "apply_param_caps",
     "load_policy_config",

@@ -6,6 +6,7 @@ Every problem is one ConfigError line naming the file and the key, raised at sta
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,8 +18,15 @@ from antidistill.limits.types import LimitSpec
 from antidistill.policy.defaults import DEFAULT_POLICY_TOML
 from antidistill.store.base import TIERS
 
-Action = Literal["watermark_canary", "cap_params", "throttle", "reverify", "block"]
-ACTIONS: tuple[Action, ...] = ("watermark_canary", "cap_params", "throttle", "reverify", "block")
+Action = Literal["watermark_canary", "strip_reasoning", "cap_params", "throttle", "reverify", "block"]
+ACTIONS: tuple[Action, ...] = (
+    "watermark_canary",
+    "strip_reasoning",
+    "cap_params",
+    "throttle",
+    "reverify",
+    "block",
+)
 """Every policy action, mild to severe."""
 RiskLevel = Literal["none", "elevated", "flagged"]
 LEVELS: tuple[RiskLevel, ...] = ("none", "elevated", "flagged")
@@ -72,6 +80,45 @@ class CapsConfig(BaseModel):
     over_cap: Literal["refuse", "cap"] = "refuse"
 
 
+_TAG_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+
+
+class StripReasoningConfig(BaseModel):
+    """How ``strip_reasoning`` treats reasoning (see ``antidistill.hardening``)."""
+
+    model_config = _FROZEN
+    mode: Literal["remove", "summary"] = "remove"
+    tags: tuple[str, ...] = Field(("think", "thinking", "reasoning", "thought"), min_length=1, max_length=16)
+    implicit_open: bool = False
+    detect_copies: bool = True
+    min_copy_words: int = Field(8, ge=4, le=64)
+    window_chars: int = Field(256, ge=64, le=65_536)
+    max_hold_chars: int = Field(4096, ge=256, le=1_048_576)
+    max_reasoning_chars: int = Field(262_144, ge=1024, le=16_777_216)
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, tag in enumerate(v):
+            if not re.match(_TAG_NAME, tag):
+                raise ValueError(
+                    f"item {i}: {tag!r} is not a tag name (a letter, then letters, digits, _ or -)"
+                )
+        return tuple(dict.fromkeys(t.lower() for t in v))
+
+    @model_validator(mode="after")
+    def _window_fits_a_copy(self) -> StripReasoningConfig:
+        need = 12 * self.min_copy_words
+        if self.window_chars < need:
+            raise ValueError(
+                f"window_chars ({self.window_chars}) must be at least 12 x min_copy_words ({need}) "
+                "so that a copy is seen whole before it is released"
+            )
+        if self.max_hold_chars < self.window_chars:
+            raise ValueError(f"max_hold_chars ({self.max_hold_chars}) must be >= window_chars")
+        return self
+
+
 class ReverifyConfig(BaseModel):
     model_config = _FROZEN
     message: str = Field(min_length=1, max_length=1000)
@@ -104,6 +151,7 @@ class PolicyConfig(BaseModel):
     levels: LevelThresholds
     throttle: ThrottleConfig
     cap_params: CapsConfig
+    strip_reasoning: StripReasoningConfig = StripReasoningConfig()
     reverify: ReverifyConfig
     tiers: dict[str, TierRules]
 

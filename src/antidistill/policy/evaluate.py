@@ -27,6 +27,7 @@ from antidistill.policy.config import (
     CapsConfig,
     PolicyConfig,
     RiskLevel,
+    StripReasoningConfig,
     ThrottleConfig,
     TierRules,
     load_policy_config,
@@ -38,19 +39,21 @@ CANARY_SCHEME = "kgw_canary"
 """The watermark scheme ``watermark_canary`` assigns: KGW LeftHash, window 2, gamma 0.25 (DESIGN.md)."""
 MAX_STATE_REASONS = 5
 
-# how an operator's decision maps to policy actions ("reset" is handled apart; any other action,
-# e.g. strip_reasoning, is not enforced by this version and leaves the engine's level in charge)
+# how an operator's decision maps to policy actions ("reset" is handled apart; any other action
+# is not enforced by this version and leaves the engine's level in charge)
 OPERATOR_ACTIONS: dict[str, tuple[Action, ...]] = {
     "allow": (),
     "block": ("block",),
     "throttle": ("throttle",),
     "reverify": ("reverify",),
     "watermark": ("watermark_canary",),
+    "strip_reasoning": ("strip_reasoning",),
     "cap_params": ("cap_params",),
 }
 # the store's decision action recorded for a policy action (DECISION_ACTIONS)
 STORE_ACTIONS: dict[Action, str] = {
     "watermark_canary": "watermark",
+    "strip_reasoning": "strip_reasoning",
     "cap_params": "cap_params",
     "throttle": "throttle",
     "reverify": "reverify",
@@ -77,6 +80,7 @@ class PolicyDecision:
     tier: str
     throttle: LimitSpec | None = None
     caps: CapsConfig | None = None
+    reasoning: StripReasoningConfig | None = None  # set under strip_reasoning
     reverify_message: str | None = None
     finding_id: int | None = None  # the finding behind the risk level
     decision_id: int | None = None  # the operator decision that applies (override or reset)
@@ -109,6 +113,7 @@ class PolicyDecision:
             "reasons": list(self.reasons),
             "throttle": None if self.throttle is None else throttle_json(self.throttle),
             "caps": None if self.caps is None else self.caps.model_dump(),
+            "reasoning": None if self.reasoning is None else self.reasoning.mode,
             "watermark_scheme": self.watermark_scheme,
             "finding_id": self.finding_id,
             "decision_id": self.decision_id,
@@ -228,6 +233,7 @@ class Policy:
             tier=tier,
             throttle=throttle if "throttle" in actions else None,
             caps=self.config.cap_params if "cap_params" in actions else None,
+            reasoning=self.config.strip_reasoning if "strip_reasoning" in actions else None,
             reverify_message=self.config.reverify.message if "reverify" in actions else None,
             finding_id=finding_id,
             decision_id=decision_id,

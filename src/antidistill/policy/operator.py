@@ -23,7 +23,7 @@ from antidistill.policy.config import ThrottleConfig
 from antidistill.policy.evaluate import OPERATOR_PREFIX, Policy, PolicyDecision
 from antidistill.store.base import Account, Decision, RiskState, Store
 
-OPERATOR_DECISIONS: tuple[str, ...] = ("allow", "block", "throttle", "reverify", "reset")
+OPERATOR_DECISIONS: tuple[str, ...] = ("allow", "block", "throttle", "strip_reasoning", "reverify", "reset")
 MAX_NAME = 100
 HISTORY = 50
 
