@@ -129,6 +129,21 @@ class BackendOverloadedError(BackendError):
     code = "overloaded"
 
 
+class ClientDisconnectedError(AntidistillError):
+    """The client went away before its request was read (nginx's 499); nothing is sent back."""
+
+    status = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"
+
+
+class GatewayOverloadedError(AntidistillError):
+    """The gateway process itself is saturated; the request was refused before any work was done."""
+
+    status = 503
+    code = "overloaded"
+
+
 class StoreError(AntidistillError):
     status = 500
     error_type = "server_error"

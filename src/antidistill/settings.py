@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from antidistill.errors import ConfigError
@@ -30,6 +38,85 @@ class ServerSettings(BaseModel):
     access_log: bool = Field(
         False, description="uvicorn access log (off: every request is an event already)."
     )
+    overload_lag_ms: float = Field(
+        100.0,
+        ge=0.0,
+        description="Shed new generation requests (503 overloaded + retry-after) while the event loop "
+        "lags more than this... (0: never shed; see gateway/overload.py)",
+    )
+    overload_min_inflight: int = Field(
+        32, ge=1, description="...and at least this many generation requests are in flight."
+    )
+
+
+class SharedLimitSettings(BaseModel):
+    """The throttle's counters in Redis (used when ``redis_url`` is set; see limits/redis_limiter.py).
+
+    Every replica must use the same ``key_prefix`` and ``expected_replicas``."""
+
+    model_config = _FROZEN
+    expected_replicas: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Gateway replicas: while Redis is unreachable each one enforces 1/N of every limit.",
+    )
+    key_prefix: str = Field(
+        "antidistill:rl",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s]+$",
+        description="Prefix of the Redis keys (one per account); deployments sharing a Redis need their own.",
+    )
+    redis_timeout_s: float = Field(
+        0.05,
+        gt=0,
+        le=10.0,
+        description="Longest a request waits for Redis (incl. a free connection) before the local "
+        "fallback decides it.",
+    )
+    latency_budget_s: float = Field(
+        0.02,
+        gt=0,
+        le=10.0,
+        description="A Redis reply slower than this is used but counts as a failure for the breaker.",
+    )
+    failure_threshold: int = Field(
+        3, ge=1, description="Failures in a row (no success between) that may open the circuit."
+    )
+    min_outage_s: float = Field(
+        0.2, ge=0, description="...and how long that run of failures must last before it opens."
+    )
+    cooldown_s: float = Field(
+        5.0, gt=0, description="Seconds the circuit stays open (local limits) before one probe is sent."
+    )
+    max_inflight: int = Field(64, ge=1, le=10_000, description="Concurrent Redis calls (= pool size).")
+    max_local_subjects: int = Field(
+        100_000, ge=1, description="Accounts kept by the in-process limiter (single node or fallback)."
+    )
+
+    @model_validator(mode="after")
+    def _budget_within_timeout(self) -> SharedLimitSettings:
+        if self.latency_budget_s > self.redis_timeout_s:
+            raise ValueError(
+                f"latency_budget_s ({self.latency_budget_s}) must not exceed redis_timeout_s "
+                f"({self.redis_timeout_s})"
+            )
+        return self
+
+    def limiter_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``antidistill.limits.make_limiter`` / ``RedisLimiter.from_url``."""
+        return {
+            "prefix": self.key_prefix,
+            "expected_replicas": self.expected_replicas,
+            "timeout_s": self.redis_timeout_s,
+            "latency_budget_s": self.latency_budget_s,
+            "failure_threshold": self.failure_threshold,
+            "min_outage_s": self.min_outage_s,
+            "cooldown_s": self.cooldown_s,
+            "max_inflight": self.max_inflight,
+            "max_local_subjects": self.max_local_subjects,
+        }
 
 
 class LimitSettings(BaseModel):
@@ -40,6 +127,7 @@ class LimitSettings(BaseModel):
     max_n: int = Field(4, ge=1, description="Largest n (choices per request).")
     max_messages: int = Field(256, ge=1, description="Most messages in one chat request.")
     request_timeout_s: float = Field(300.0, gt=0, description="Whole-request deadline at the gateway.")
+    shared: SharedLimitSettings = SharedLimitSettings()
 
 
 class LocalBackendSettings(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +23,7 @@ from antidistill.gateway.admin import ADMIN_ROUTES
 from antidistill.gateway.http import JSONResponse, error_response
 from antidistill.gateway.metrics import GatewayMetrics
 from antidistill.gateway.openai_routes import ROUTES as OPENAI_ROUTES
+from antidistill.gateway.overload import OverloadGuard, OverloadMiddleware
 from antidistill.gateway.runtime import Runtime, Watermarker
 from antidistill.settings import Settings
 from antidistill.store.base import Store
@@ -102,6 +104,8 @@ def create_app(
     from antidistill.policy import Policy
 
     policy = Policy.load(settings.policy.file) if settings.policy.enabled else None
+    srv = settings.server
+    guard = OverloadGuard(srv.overload_lag_ms / 1000.0, srv.overload_min_inflight)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,10 +120,13 @@ def create_app(
         be = backend if backend is not None else build_backend(settings.backend)
         m = GatewayMetrics()
         m.watch_writer(writer)
+        m.watch_overload(guard)
         risk_stop = asyncio.Event()
         risk_task: asyncio.Task[None] | None = None
         clk = clock or SystemClock()
         enforcer = None if policy is None else Enforcer.from_settings(settings, st, clk, policy)
+        if enforcer is not None:
+            m.watch_enforcer(enforcer)
         try:
             await be.start()
             wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
@@ -136,8 +143,10 @@ def create_app(
             log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
             if settings.risk.enabled:
                 risk_task = asyncio.create_task(_run_risk_engine(settings, st, risk_stop, app))
+            guard.start()
             yield
         finally:
+            await guard.stop()
             risk_stop.set()
             if risk_task is not None:
                 await asyncio.gather(risk_task, return_exceptions=True)
@@ -156,6 +165,7 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(OverloadMiddleware, guard=guard)],
         exception_handlers={
             HTTPException: _http_exception,
             AntidistillError: _antidistill_error,

@@ -94,7 +94,11 @@ class Enforcer:
     @classmethod
     def from_settings(cls, settings: Settings, store: Store, clock: Clock, policy: Policy) -> Enforcer:
         redis_url = settings.redis_url
-        limiter = make_limiter(redis_url, clock=clock if redis_url is None else None)
+        limiter = make_limiter(
+            redis_url,
+            clock=clock if redis_url is None else None,  # Redis: its own TIME, one clock for all replicas
+            **settings.limits.shared.limiter_options(),
+        )
         p = settings.policy
         return cls(
             policy, store, limiter, clock, cache_ttl_s=p.cache_ttl_s, cache_max_accounts=p.cache_max_accounts

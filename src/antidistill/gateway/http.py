@@ -6,10 +6,15 @@ import logging
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from antidistill.errors import AntidistillError, InvalidRequestError, RequestTooLargeError
+from antidistill.errors import (
+    AntidistillError,
+    ClientDisconnectedError,
+    InvalidRequestError,
+    RequestTooLargeError,
+)
 
 log = logging.getLogger("antidistill.gateway")
 
@@ -40,10 +45,13 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         except ValueError:
             raise InvalidRequestError("invalid Content-Length header", code="invalid_body") from None
     buf = bytearray()
-    async for piece in request.stream():
-        buf += piece
-        if len(buf) > max_bytes:
-            raise RequestTooLargeError(f"request body is larger than the limit of {max_bytes} bytes")
+    try:
+        async for piece in request.stream():
+            buf += piece
+            if len(buf) > max_bytes:
+                raise RequestTooLargeError(f"request body is larger than the limit of {max_bytes} bytes")
+    except ClientDisconnect:  # an expected event (a client timed out), not a server error
+        raise ClientDisconnectedError("the client closed the connection before sending its body") from None
     if not buf:
         raise InvalidRequestError("request body is empty; send a JSON object", code="invalid_body")
     try:

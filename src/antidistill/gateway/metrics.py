@@ -38,6 +38,127 @@ class _WriterCollector(Collector):
         yield g
 
 
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class _OverloadCollector(Collector):
+    """Load shedding (gateway/overload.py): requests refused while saturated, and the loop's lag."""
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = guard
+
+    def collect(self) -> Any:
+        g = self._guard
+        c = CounterMetricFamily(
+            "antidistill_requests_shed", "Generation requests refused (503 overloaded) while saturated."
+        )
+        c.add_metric([], float(g.shed))
+        yield c
+        lag = GaugeMetricFamily(
+            "antidistill_event_loop_lag_seconds", "Lag of the event loop + worker threads (last sample)."
+        )
+        lag.add_metric([], float(g.last_lag_s))
+        yield lag
+        peak = GaugeMetricFamily(
+            "antidistill_event_loop_lag_max_seconds", "Largest lag of the event loop + worker threads."
+        )
+        peak.add_metric([], float(g.max_lag_s))
+        yield peak
+        limit = GaugeMetricFamily(
+            "antidistill_inflight_limit", "Adaptive limit of generation requests in flight (load shedding)."
+        )
+        limit.add_metric([], float(g.limit))
+        yield limit
+
+
+class _EnforcementCollector(Collector):
+    """Reads the enforcer's, its decision cache's and its limiter's counters at scrape time.
+
+    The limiter is a ``RedisLimiter`` (shared counters, circuit breaker, local fallback) or a
+    ``LocalLimiter`` (single node); both have ``stats()``. A counter the limiter does not keep is
+    simply not exported."""
+
+    def __init__(self, enforcer: Any) -> None:
+        self._enforcer = enforcer
+
+    def collect(self) -> Any:
+        e = self._enforcer
+        yield from self._policy(e)
+        limiter = e.limiter
+        stats: dict[str, Any] = dict(limiter.stats()) if callable(getattr(limiter, "stats", None)) else {}
+        shared = "state" in stats
+        info = GaugeMetricFamily(
+            "antidistill_limiter_backend",
+            "Where throttle counters live: redis (shared by replicas) or local (this process).",
+            labels=["backend"],
+        )
+        info.add_metric(["redis" if shared else "local"], 1.0)
+        yield info
+        if shared:
+            calls = CounterMetricFamily(
+                "antidistill_limiter_redis_calls",
+                "Limiter calls to Redis by result (failed: error or timeout; slow: over the latency "
+                "budget, still used).",
+                labels=["result"],
+            )
+            for result in ("ok", "failed", "slow"):
+                calls.add_metric([result], float(stats.get(f"redis_{result}", 0)))
+            yield calls
+            c = CounterMetricFamily(
+                "antidistill_limiter_fallback_decisions",
+                "Reservations decided by the local fallback (Redis failed, slow or circuit open).",
+            )
+            c.add_metric([], float(stats.get("fallback_decisions", 0)))
+            yield c
+            c = CounterMetricFamily("antidistill_limiter_breaker_opens", "Times the Redis circuit opened.")
+            c.add_metric([], float(stats.get("breaker_opens", 0)))
+            yield c
+            g = GaugeMetricFamily(
+                "antidistill_limiter_breaker_state", "1 for the circuit's current state.", labels=["state"]
+            )
+            for state in _BREAKER_STATES:
+                g.add_metric([state], 1.0 if stats.get("state") == state else 0.0)
+            yield g
+        prefix = "fallback_" if shared else ""
+        g = GaugeMetricFamily(
+            "antidistill_limiter_local_subjects",
+            "Subjects held by the in-process limiter (the fallback when Redis is configured).",
+        )
+        g.add_metric([], float(stats.get(f"{prefix}subjects", 0)))
+        yield g
+        c = CounterMetricFamily(
+            "antidistill_limiter_local_evictions",
+            "Subjects dropped from the in-process limiter when full (active: still draining).",
+            labels=["kind"],
+        )
+        for kind in ("idle", "active"):
+            c.add_metric([kind], float(stats.get(f"{prefix}evicted_{kind}", 0)))
+        yield c
+
+    @staticmethod
+    def _policy(e: Any) -> Any:
+        c = CounterMetricFamily(
+            "antidistill_policy_enforced", "Requests refused or changed by the policy.", labels=["outcome"]
+        )
+        for outcome in ("blocked", "reverify", "throttled", "capped"):
+            c.add_metric([outcome], float(e.stats.get(outcome, 0)))
+        yield c
+        c = CounterMetricFamily(
+            "antidistill_policy_transitions", "Engine decisions recorded by this replica (level changes)."
+        )
+        c.add_metric([], float(e.stats.get("transitions", 0)))
+        yield c
+        cache = e.cache
+        c = CounterMetricFamily(
+            "antidistill_decision_cache_lookups",
+            "Risk state / decision lookups: hit (cached) or read (from the store).",
+            labels=["result"],
+        )
+        c.add_metric(["hit"], float(cache.hits))
+        c.add_metric(["read"], float(cache.reads))
+        yield c
+
+
 @dataclass
 class GatewayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -59,6 +180,12 @@ class GatewayMetrics:
 
     def watch_writer(self, writer: Any) -> None:
         self.registry.register(_WriterCollector(writer))
+
+    def watch_overload(self, guard: Any) -> None:
+        self.registry.register(_OverloadCollector(guard))
+
+    def watch_enforcer(self, enforcer: Any) -> None:
+        self.registry.register(_EnforcementCollector(enforcer))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

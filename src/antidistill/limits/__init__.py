@@ -42,8 +42,10 @@ __all__ = [
 
 def make_limiter(redis_url: str | None, *, clock: Clock | None = None, **redis_options: Any) -> Limiter:
     """A LocalLimiter when ``redis_url`` is None (single node), else a RedisLimiter on that URL.
-    ``redis_options`` go to ``RedisLimiter.from_url`` (expected_replicas, timeout_s, cooldown_s, ...).
-    Building it does no I/O: a Redis that is down at start-up just means the fallback decides."""
+    ``redis_options`` go to ``RedisLimiter.from_url`` (prefix, expected_replicas, timeout_s,
+    cooldown_s, ...; ``SharedLimitSettings.limiter_options()`` gives all of them). Without Redis only
+    ``max_local_subjects`` applies. Building it does no I/O: a Redis that is down at start-up just
+    means the fallback decides."""
     if redis_url is None:
-        return LocalLimiter(clock)
+        return LocalLimiter(clock, max_subjects=int(redis_options.get("max_local_subjects", 100_000)))
     return RedisLimiter.from_url(redis_url, clock=clock, **redis_options)
