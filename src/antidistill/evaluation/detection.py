@@ -33,7 +33,7 @@ from antidistill.evaluation.traffic import generate_trace, preset
 from antidistill.risk.calibration import Calibration
 from antidistill.risk.detectors.mmd import AccountMmdTester, MmdWindowDetector, threshold_for_fpr
 from antidistill.risk.detectors.ratelimit import RateLimitBaseline
-from antidistill.risk.embedding import Embedder
+from antidistill.risk.embedding import Embedder, embed_distinct
 from antidistill.risk.engine import EMBED_CHARS, RiskEngine
 from antidistill.risk.types import RiskEvent
 
@@ -140,11 +140,8 @@ class CachingEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         assert self.inner is not None
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if todo:
-            for t, v in zip(todo, self.inner.embed(todo), strict=True):
-                self._cache[t] = v
-        return np.asarray([self._cache[t] for t in texts], dtype=np.float32).reshape(len(texts), self.dim)
+        vecs = embed_distinct(self.inner, texts, self._cache)
+        return np.asarray(vecs, dtype=np.float32).reshape(len(texts), self.dim)
 
 
 # -- per-account bookkeeping ------------------------------------------------------------------------

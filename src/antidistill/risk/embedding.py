@@ -231,3 +231,20 @@ class HashingEmbedder:
         padded = " " + " ".join(text.lower().split()) + " "
         lo, hi = self.ngram_range
         return [padded[i : i + n] for n in range(lo, hi + 1) for i in range(len(padded) - n + 1)]
+
+
+def embed_distinct(
+    embedder: Embedder, texts: Sequence[str], cache: dict[str, np.ndarray], max_items: int | None = None
+) -> list[np.ndarray]:
+    """Embed ``texts`` through ``cache`` (text -> vector, insertion-ordered): each distinct uncached
+    text is embedded once; with ``max_items`` the oldest entries are evicted, but only after this
+    batch has been served."""
+    todo = list(dict.fromkeys(t for t in texts if t not in cache))
+    if todo:
+        for t, v in zip(todo, embedder.embed(todo), strict=True):
+            cache[t] = v
+    out = [cache[t] for t in texts]
+    if max_items is not None:
+        while len(cache) > max_items:
+            del cache[next(iter(cache))]
+    return out

@@ -29,7 +29,7 @@ from antidistill.risk.calibration import (
     role_of,
 )
 from antidistill.risk.clusters import Cluster, ClusterIndex
-from antidistill.risk.embedding import Embedder
+from antidistill.risk.embedding import Embedder, embed_distinct
 from antidistill.risk.features import FEATURE_NAMES, MAX_EMBEDDINGS, ActivityState, stack
 from antidistill.risk.reasons import feature_reason
 from antidistill.risk.signals import extract_signals
@@ -148,18 +148,9 @@ class RiskEngine:
         return dict(zip(idx, vectors, strict=True))
 
     def _embed_cached(self, texts: list[str]) -> list[np.ndarray]:
-        """Embed ``texts``, each distinct text once; recent texts come from a bounded cache
-        (templated and copied prompts repeat a lot)."""
+        """Embed ``texts`` through the engine's bounded cache (templated and copied prompts repeat)."""
         assert self.embedder is not None
-        cache = self._embed_cache
-        todo = list(dict.fromkeys(t for t in texts if t not in cache))
-        if todo:
-            for t, v in zip(todo, self.embedder.embed(todo), strict=True):
-                cache[t] = v
-        out = [cache[t] for t in texts]
-        while len(cache) > EMBED_CACHE:  # evict only after this batch is served
-            del cache[next(iter(cache))]
-        return out
+        return embed_distinct(self.embedder, texts, self._embed_cache, EMBED_CACHE)
 
     def _observe(self, event: RiskEvent, sig: RequestSignals, emb: np.ndarray | None) -> list[Finding]:
         self.requests += 1
