@@ -47,6 +47,14 @@ class ServerSettings(BaseModel):
     overload_min_inflight: int = Field(
         32, ge=1, description="...and at least this many generation requests are in flight."
     )
+    auth_cache_ttl_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="With a networked store and redis_url set: keep authenticated keys this long in "
+        "memory, dropped at once on any operator change (gateway/auth_cache.py). 0: read the store "
+        "on every request.",
+    )
+    auth_cache_max_keys: int = Field(100_000, ge=1, description="Keys kept by the auth cache.")
 
 
 class SharedLimitSettings(BaseModel):

@@ -197,7 +197,22 @@ def test_two_replicas_share_limits_decisions_risk_state_and_the_event_log(
     r = httpx.delete(f"{r2.url}/v1/admin/accounts/{bacct}/decision?by=carol", headers=ADMIN)
     assert r.status_code == 200 and r.json()["account"]["status"] == "active", r.text
     assert drv.chat(r1, bkey).status_code == 200  # reversed on replica 2: served at once on replica 1
-    n_block = 5
+    # any operator decision, not only a block, reaches the other replica's very next request (the
+    # operators' change token in Redis drops both replicas' auth and decision caches)
+    assert drv.chat(r2, bkey).status_code == 200  # cached on replica 2 again
+    r = httpx.post(
+        f"{r1.url}/v1/admin/accounts/{bacct}/decision",
+        json={"action": "reverify", "reason": "identity check", "by": "carol"},
+        headers=ADMIN,
+    )
+    assert r.status_code == 201, r.text
+    r = drv.chat(r2, bkey)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "reverification_required", r.text
+    n_block = 7
+    for replica in (r1, r2):  # authentication was served from the cache, not a store read each time
+        text = replica.metrics()
+        assert metric(text, 'antidistill_auth_cache_total{result="hits"}') > 0
+        assert metric(text, 'antidistill_auth_cache_total{result="changes"}') >= 1
 
     # (c) one shared risk state -----------------------------------------------------------------
     racct, rkey = create_account(r1, "harvester")
@@ -254,7 +269,7 @@ def test_two_replicas_share_limits_decisions_risk_state_and_the_event_log(
     )
     with deployment.sql() as conn:
         by_status = dict(conn.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
-    assert by_status[429] == 4 * RPM + 2 - (RPM - 4) and by_status[403] == 3, by_status
+    assert by_status[429] == 4 * RPM + 2 - (RPM - 4) and by_status[403] == 4, by_status
     print(
         f"\nreplicas ready in {started:.1f} s; flagged={state['flagged']} "
         f"(score {state['score']:.3f}); {len(ids)} event rows; whole test {time.monotonic() - t0:.1f} s"

@@ -16,6 +16,7 @@ from antidistill.cli.common import ConfigOption, DatabaseOption, cli_errors, set
 from antidistill.policy import Policy
 from antidistill.policy import operator as op
 from antidistill.store.base import Store
+from antidistill.store.epoch import bump_epoch_sync
 
 app = typer.Typer(help="Operators' view of an account, and their decisions on it.", no_args_is_help=True)
 
@@ -78,11 +79,13 @@ def _decide(
     from antidistill.gateway.admin_accounts import account_json
     from antidistill.gateway.admin_risk import decision_json
 
-    store, _ = _open(config, database_url)
+    store, settings = _open(config, database_url)
     try:
         acc, decision = op.decide(store, account, action, _operator(by), reason, params)
     finally:
         store.close()
+    # every replica applies it to the very next request
+    bump_epoch_sync(settings.redis_url, settings.limits.shared.key_prefix)
     _echo({"account": account_json(acc), "decision": decision_json(decision)})
 
 
@@ -154,11 +157,12 @@ def reverse(
     from antidistill.gateway.admin_accounts import account_json
     from antidistill.gateway.admin_risk import decision_json
 
-    store, _ = _open(config, database_url)
+    store, settings = _open(config, database_url)
     try:
         acc, reversed_ = op.reverse(store, account, _operator(by))
     finally:
         store.close()
+    bump_epoch_sync(settings.redis_url, settings.limits.shared.key_prefix)
     _echo({"account": account_json(acc), "reversed": decision_json(reversed_)})
 
 

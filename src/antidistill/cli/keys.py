@@ -9,6 +9,7 @@ import typer
 
 from antidistill.cli.common import ConfigOption, DatabaseOption, cli_errors, fail, settings_from
 from antidistill.store.base import TIERS, Store
+from antidistill.store.epoch import bump_epoch_sync
 
 app = typer.Typer(
     help="Create, list and revoke API keys (and the accounts that own them).", no_args_is_help=True
@@ -123,4 +124,6 @@ def revoke(
         store.close()
     if not ok:
         fail(f"no active key with id {key_id!r}")
+    settings = settings_from(config, database_url=database_url)
+    bump_epoch_sync(settings.redis_url, settings.limits.shared.key_prefix)
     typer.echo(f"revoked {key_id}")

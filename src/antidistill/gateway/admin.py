@@ -95,6 +95,7 @@ async def revoke_key(rt: Runtime, request: Request) -> Response:
     key_id = request.path_params["key_id"]
     if not await anyio.to_thread.run_sync(rt.store.revoke_api_key, key_id):
         raise NotFoundError(f"no active key with id {key_id!r}")
+    await rt.operator_changed()
     return JSONResponse({"id": key_id, "revoked": True})
 
 

@@ -55,11 +55,6 @@ def _policy(rt: Runtime) -> Policy:
     return Policy.load(rt.settings.policy.file)
 
 
-def _forget(rt: Runtime, account_id: str) -> None:
-    if rt.enforcer is not None:
-        rt.enforcer.forget(account_id)
-
-
 async def show_account(rt: Runtime, request: Request) -> Response:
     ref = request.path_params["account"]
     policy = _policy(rt)
@@ -85,7 +80,7 @@ async def post_decision(rt: Runtime, request: Request) -> Response:
     account, decision = await anyio.to_thread.run_sync(
         lambda: op.decide(rt.store, ref, body["action"], by, reason, body.get("params"))
     )
-    _forget(rt, account.id)
+    await rt.operator_changed(account.id)
     return JSONResponse({"account": account_json(account), "decision": decision_json(decision)}, 201)
 
 
@@ -93,7 +88,7 @@ async def delete_decision(rt: Runtime, request: Request) -> Response:
     ref = request.path_params["account"]
     by = request.query_params.get("by", DEFAULT_OPERATOR)
     account, reversed_ = await anyio.to_thread.run_sync(lambda: op.reverse(rt.store, ref, by))
-    _forget(rt, account.id)
+    await rt.operator_changed(account.id)
     return JSONResponse({"account": account_json(account), "reversed": decision_json(reversed_)})
 
 

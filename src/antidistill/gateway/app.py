@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -27,6 +27,10 @@ from antidistill.gateway.overload import OverloadGuard, OverloadMiddleware
 from antidistill.gateway.runtime import Runtime, Watermarker
 from antidistill.settings import Settings
 from antidistill.store.base import Store
+
+if TYPE_CHECKING:
+    from antidistill.gateway.auth_cache import AuthCache
+    from antidistill.gateway.enforcement import Enforcer
 
 log = logging.getLogger("antidistill.gateway")
 
@@ -127,6 +131,9 @@ def create_app(
         enforcer = None if policy is None else Enforcer.from_settings(settings, st, clk, policy)
         if enforcer is not None:
             m.watch_enforcer(enforcer)
+        auth = _auth_cache(settings, st, clk, enforcer)
+        if auth is not None:
+            m.watch_auth(auth)
         try:
             await be.start()
             wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
@@ -139,6 +146,7 @@ def create_app(
                 clock=clk,
                 watermarker=wm,
                 enforcer=enforcer,
+                auth=auth,
             )
             log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
             if settings.risk.enabled:
@@ -153,6 +161,8 @@ def create_app(
             await be.aclose()
             if enforcer is not None:
                 await enforcer.aclose()
+            if auth is not None:
+                await auth.aclose()
             await anyio.to_thread.run_sync(writer.close)
             st.close()
             log.info("gateway stopped; events flushed")
@@ -171,6 +181,29 @@ def create_app(
             AntidistillError: _antidistill_error,
             Exception: _unhandled,
         },
+    )
+
+
+def _auth_cache(
+    settings: Settings, store: Store, clock: Clock, enforcer: Enforcer | None
+) -> AuthCache | None:
+    """The auth cache when it is both useful (a networked store) and safe (Redis carries operators'
+    changes to every replica); otherwise None and authentication reads the store each time."""
+    from antidistill.gateway.auth_cache import AuthCache
+    from antidistill.store.epoch import RedisEpoch
+
+    ttl = settings.server.auth_cache_ttl_s
+    if ttl <= 0 or settings.redis_url is None or getattr(store, "inline_reads", False):
+        return None
+    shared = settings.limits.shared
+    epoch = RedisEpoch.from_url(settings.redis_url, shared.key_prefix, timeout_s=shared.redis_timeout_s)
+    return AuthCache(
+        store,
+        epoch,
+        clock,
+        ttl_s=ttl,
+        max_keys=settings.server.auth_cache_max_keys,
+        on_change=None if enforcer is None else enforcer.forget_all,
     )
 
 

@@ -94,5 +94,10 @@ class DecisionCache:
         self._entries.pop(account_id, None)
         self._pending.pop(account_id, None)
 
+    def clear(self) -> None:
+        """Drop every entry (an operator changed something somewhere: see gateway/auth_cache.py)."""
+        self._entries.clear()
+        self._pending.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -162,6 +162,10 @@ class Enforcer:
         """Apply the store's current state to the account's very next request (after a decision)."""
         self.cache.forget(account_id)
 
+    def forget_all(self) -> None:
+        """Re-read every account's state on its next request (an operator changed something)."""
+        self.cache.clear()
+
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -71,6 +71,23 @@ class _OverloadCollector(Collector):
         yield limit
 
 
+class _AuthCacheCollector(Collector):
+    """The auth cache's counters (gateway/auth_cache.py): hits, store reads, requests served
+    without the cache because Redis could not say whether an operator changed something, and
+    operator changes seen."""
+
+    def __init__(self, auth: Any) -> None:
+        self._auth = auth
+
+    def collect(self) -> Any:
+        c = CounterMetricFamily(
+            "antidistill_auth_cache", "Authentications by how they were answered.", labels=["result"]
+        )
+        for result in ("hits", "reads", "uncached", "changes"):
+            c.add_metric([result], float(self._auth.stats[result]))
+        yield c
+
+
 class _EnforcementCollector(Collector):
     """Reads the enforcer's, its decision cache's and its limiter's counters at scrape time.
 
@@ -183,6 +200,9 @@ class GatewayMetrics:
 
     def watch_overload(self, guard: Any) -> None:
         self.registry.register(_OverloadCollector(guard))
+
+    def watch_auth(self, auth: Any) -> None:
+        self.registry.register(_AuthCacheCollector(auth))
 
     def watch_enforcer(self, enforcer: Any) -> None:
         self.registry.register(_EnforcementCollector(enforcer))

@@ -58,7 +58,9 @@ async def authenticate(
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
-    if getattr(rt.store, "inline_reads", False):  # embedded SQLite: a ~50 µs indexed read, no thread hop
+    if rt.auth is not None:  # networked store + Redis: cached, dropped on any operator change
+        found = await rt.auth.authenticate(token)
+    elif getattr(rt.store, "inline_reads", False):  # embedded SQLite: a ~50 µs indexed read, no thread hop
         found = rt.store.authenticate(token)
     else:
         found = await anyio.to_thread.run_sync(rt.store.authenticate, token)

@@ -12,6 +12,7 @@ from antidistill.settings import Settings
 from antidistill.store.base import Account, Event, Store
 
 if TYPE_CHECKING:
+    from antidistill.gateway.auth_cache import AuthCache
     from antidistill.gateway.enforcement import Enforcer
 
 
@@ -33,4 +34,16 @@ class Runtime:
     clock: Clock
     watermarker: Watermarker | None = None
     enforcer: Enforcer | None = None  # None when policy.enabled is false
+    auth: AuthCache | None = None  # None: authentication reads the store on every request
     extras: dict[str, Any] | None = None
+
+    async def operator_changed(self, account_id: str | None = None) -> None:
+        """After an operator change is committed: apply it to the very next request here, and on
+        every replica when they share Redis (gateway/auth_cache.py)."""
+        if self.enforcer is not None:
+            if account_id is not None:
+                self.enforcer.forget(account_id)
+            else:
+                self.enforcer.forget_all()
+        if self.auth is not None:
+            await self.auth.announce()
