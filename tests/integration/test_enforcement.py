@@ -71,7 +71,14 @@ class Env:
         assert r.status_code == 201, r.text
         return r.json()
 
-    def flag(self, who: str, score: float = 0.97, flagged: bool = True, ts: float | None = None) -> int:
+    def flag(
+        self,
+        who: str,
+        score: float = 0.97,
+        flagged: bool = True,
+        ts: float | None = None,
+        cluster: str | None = None,
+    ) -> int:
         """Store a finding for the account, as the risk worker does; returns its id."""
         store = self.rt.store
         f = Finding(
@@ -82,6 +89,7 @@ class Env:
             flagged=flagged,
             reasons=("asks for step-by-step reasoning in 96% of requests",),
             requests_seen=400,
+            cluster=cluster,
         )
         store.record_findings([f])
         state = store.risk_state("account", self.ids[who])
@@ -316,6 +324,37 @@ def test_operator_throttle_with_a_tiny_rpm(tmp_path: Path) -> None:
         assert env.chat("alice", stream=True).status_code == 200
 
 
+def test_throttled_members_of_a_linked_cluster_share_the_clusters_budget(tmp_path: Path) -> None:
+    """Hydra: each account under its own throttle, and the cluster's budget over all of them."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "[throttle]\nrpm = 10\nperiod_s = 3600.0\n[cluster_throttle]\nrpm = 3\nperiod_s = 3600.0\n"
+    )
+    with gateway(tmp_path, **{"policy.file": str(policy)}) as env:
+        env.flag("alice", cluster="hydra-1")
+        env.flag("bob", cluster="hydra-1")
+        env.flag("tara", cluster="hydra-2")
+        env.refresh()
+        shown = env.client.get("/v1/admin/accounts/alice", headers=ADMIN).json()["policy"]
+        assert shown["cluster"] == "hydra-1" and shown["cluster_throttle"]["rpm"] == 3
+        assert any("linked cluster hydra-1" in r for r in shown["reasons"])
+        ok = [env.chat(who) for who in ("alice", "bob", "alice")]
+        assert [r.status_code for r in ok] == [200, 200, 200]
+        assert ok[2].headers["x-ratelimit-remaining-requests"] == "8"  # the account's own budget: 10 - 2
+        for who in ("bob", "alice"):
+            r = env.chat(who, stream=who == "alice")  # the cluster's 3 are spent, by the two of them
+            err = assert_error(r, 429, "rate_limit_exceeded")
+            assert "RPM" in err["message"] and r.headers["x-ratelimit-limit-requests"] == "3"
+        assert env.rt.enforcer is not None and env.rt.enforcer.stats["cluster_throttled"] == 2
+        assert env.chat("tara").status_code == 200  # another cluster: its own budget
+        served = [e for e in env.events("alice") if e.status == 200]
+        assert served[-1].params["policy"]["cluster"] == "hydra-1"
+        env.flag("alice")  # a new finding without the link: her own budget alone applies
+        env.refresh()
+        r = env.chat("alice")  # 2 served before + this one; the refused stream was given back
+        assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "7"
+
+
 def test_throttled_tokens_are_reserved_then_settled(tmp_path: Path) -> None:
     with gateway(tmp_path) as env:
         env.decide("alice", "throttle", params={"tpm": 300})
@@ -542,9 +581,7 @@ def test_the_risk_engine_flags_a_harvester_and_its_next_requests_are_throttled(
                 assert ask(b_key, ORDINARY[i // 30], "198.51.100.20").status_code == 200
         assert set(statuses) <= {200, 429} and statuses[0] == 200
         store = app.state.rt.store
-        poll(
-            lambda: store.risk_state("account", a_id), lambda s: s is not None and s.flagged, "a flag"
-        )
+        poll(lambda: store.risk_state("account", a_id), lambda s: s is not None and s.flagged, "a flag")
         time.sleep(0.25)  # > policy.cache_ttl_s: every replica now applies the flag
 
         assert_error(ask(a_key, "one more", "203.0.113.10", n=2), 400, "parameter_limited", "n")

@@ -6,8 +6,10 @@ and evaluates the policy; then
 - ``reverify`` -> 403 ``reverification_required`` with the policy's message (what to do);
 - ``cap_params`` -> the body is capped or refused (400 naming the parameter) before it is parsed;
 - ``throttle`` -> ``reserve`` takes 1 request + (prompt estimate + n x max_tokens) tokens before the
-  backend is called (429 with ``retry-after`` and ``x-ratelimit-*``, so a stream is refused before
-  its first byte), and ``Admission.settle`` corrects the tokens to the usage after the response
+  backend is called, from the account's budget and, for an account linked to a cluster, from the
+  cluster's shared budget too (``cluster:<id>``; a refusal by either gives the other back); 429
+  with ``retry-after`` and ``x-ratelimit-*``, so a stream is refused before its first byte; and
+  ``Admission.settle`` corrects the tokens to the usage after the response
   (a backend failure gives the budget back; a client that hangs up keeps it charged);
 - ``watermark_canary`` -> the decision's ``watermark_scheme`` (recorded in the event).
 
@@ -51,25 +53,33 @@ def token_estimate(gen: GenerationRequest) -> int:
 
 @dataclass
 class Admission:
-    """A throttled request's reservation: give back or correct its tokens once the answer is known."""
+    """A throttled request's reservations (the account's, and its cluster's when it has one): give
+    back or correct their tokens once the answer is known."""
 
     limiter: Limiter
     reservation: Reservation
+    cluster: Reservation | None = None
+
+    def _all(self) -> list[Reservation]:
+        return [self.reservation] if self.cluster is None else [self.reservation, self.cluster]
 
     def headers(self) -> dict[str, str]:
+        """``x-ratelimit-*`` of the account's own budget (the one its owner can reason about)."""
         return self.limiter.headers(self.reservation)
 
     async def settle(self, tokens: int) -> None:
-        try:
-            await self.limiter.settle(self.reservation, max(0, tokens))
-        except Exception:
-            log.exception("could not settle a rate-limit reservation")
+        for r in self._all():
+            try:
+                await self.limiter.settle(r, max(0, tokens))
+            except Exception:
+                log.exception("could not settle a rate-limit reservation")
 
     async def cancel(self) -> None:
-        try:
-            await self.limiter.cancel(self.reservation)
-        except Exception:
-            log.exception("could not cancel a rate-limit reservation")
+        for r in self._all():
+            try:
+                await self.limiter.cancel(r)
+            except Exception:
+                log.exception("could not cancel a rate-limit reservation")
 
 
 class Enforcer:
@@ -89,7 +99,14 @@ class Enforcer:
         self.cache = DecisionCache(store, clock, cache_ttl_s, cache_max_accounts)
         self._recording: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stats = {"blocked": 0, "reverify": 0, "throttled": 0, "capped": 0, "transitions": 0}
+        self.stats = {
+            "blocked": 0,
+            "reverify": 0,
+            "throttled": 0,
+            "cluster_throttled": 0,
+            "capped": 0,
+            "transitions": 0,
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store, clock: Clock, policy: Policy) -> Enforcer:
@@ -135,11 +152,21 @@ class Enforcer:
         """Take the throttle's budget for this request (None when not throttled); 429 if exhausted."""
         if decision.throttle is None:
             return None
-        r = await self.limiter.reserve(f"account:{account.id}", decision.throttle, token_estimate(gen))
+        tokens = token_estimate(gen)
+        r = await self.limiter.reserve(f"account:{account.id}", decision.throttle, tokens)
         if not r.allowed:
             self.stats["throttled"] += 1
             raise rate_limit_error(r)
-        return Admission(self.limiter, r)
+        admission = Admission(self.limiter, r)
+        if decision.cluster is not None and decision.cluster_throttle is not None:
+            c = await self.limiter.reserve(f"cluster:{decision.cluster}", decision.cluster_throttle, tokens)
+            if not c.allowed:  # the account's own budget is given back: nothing was served
+                await admission.cancel()
+                self.stats["throttled"] += 1
+                self.stats["cluster_throttled"] += 1
+                raise rate_limit_error(c)
+            admission.cluster = c
+        return admission
 
     @staticmethod
     def event_field(decision: PolicyDecision, changes: Changes) -> dict[str, Any] | None:
@@ -153,6 +180,8 @@ class Enforcer:
             out["watermark_scheme"] = decision.watermark_scheme
         if decision.decision_id is not None:
             out["decision_id"] = decision.decision_id
+        if decision.cluster is not None:
+            out["cluster"] = decision.cluster
         if changes:
             out["capped"] = changes
         return out

@@ -150,6 +150,7 @@ class PolicyConfig(BaseModel):
     version: Literal[1] = 1
     levels: LevelThresholds
     throttle: ThrottleConfig
+    cluster_throttle: ThrottleConfig | None = None  # None: throttled accounts share no cluster budget
     cap_params: CapsConfig
     strip_reasoning: StripReasoningConfig = StripReasoningConfig()
     reverify: ReverifyConfig

@@ -17,7 +17,9 @@ Actions, from mild to severe (an account under ``block`` or ``reverify`` gets no
   (``[strip_reasoning]``; see ``antidistill.hardening``);
 - ``cap_params``: ``n``, ``logprobs`` and ``top_logprobs`` capped (``[cap_params]``); ``logprobs``
   together with ``logit_bias`` refused;
-- ``throttle``: requests and tokens per minute (``[throttle]``, or the tier's own ``throttle``);
+- ``throttle``: requests and tokens per minute (``[throttle]``, or the tier's own ``throttle``),
+  and, for an account the risk engine linked to a cluster, also the cluster's shared budget
+  (``[cluster_throttle]``: every throttled member draws from it);
 - ``reverify``: every request answered 403 with ``[reverify].message`` (what the client must do);
 - ``block``: every request answered 403 ``account_blocked`` with ``x-should-retry: false``.
 """
@@ -34,6 +36,11 @@ elevated_score = 0.9         # score >= this (and not flagged): elevated
 [throttle]                   # limits of the throttle action (a tier may set its own)
 rpm = 20
 tpm = 20000
+period_s = 60.0
+
+[cluster_throttle]           # one more budget, shared by all throttled accounts of one linked cluster
+rpm = 60                     # (hydra: hundreds of accounts each under its own throttle still add up)
+tpm = 60000
 period_s = 60.0
 
 [cap_params]

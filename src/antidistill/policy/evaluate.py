@@ -79,6 +79,8 @@ class PolicyDecision:
     source: Literal["engine", "operator"]  # operator: an operator's decision overrides the level
     tier: str
     throttle: LimitSpec | None = None
+    cluster: str | None = None  # the account's linked cluster (risk state), when throttled with one
+    cluster_throttle: LimitSpec | None = None  # the cluster's shared budget
     caps: CapsConfig | None = None
     reasoning: StripReasoningConfig | None = None  # set under strip_reasoning
     reverify_message: str | None = None
@@ -112,12 +114,20 @@ class PolicyDecision:
             "tier": self.tier,
             "reasons": list(self.reasons),
             "throttle": None if self.throttle is None else throttle_json(self.throttle),
+            "cluster": self.cluster,
+            "cluster_throttle": None
+            if self.cluster_throttle is None
+            else throttle_json(self.cluster_throttle),
             "caps": None if self.caps is None else self.caps.model_dump(),
             "reasoning": None if self.reasoning is None else self.reasoning.mode,
             "watermark_scheme": self.watermark_scheme,
             "finding_id": self.finding_id,
             "decision_id": self.decision_id,
         }
+
+
+def _cluster_of(state: RiskState | None) -> str | None:
+    return None if state is None else state.cluster
 
 
 def throttle_json(spec: LimitSpec) -> dict[str, Any]:
@@ -174,7 +184,16 @@ class Policy:
             actions = OPERATOR_ACTIONS[op.action]
             throttle = self._operator_throttle(rules, op, reasons) if "throttle" in actions else None
             return self._decision(
-                actions, reasons, level, "operator", tier, rules, throttle, finding_id, decision_id=op.id
+                actions,
+                reasons,
+                level,
+                "operator",
+                tier,
+                rules,
+                throttle,
+                finding_id,
+                decision_id=op.id,
+                cluster=_cluster_of(state),
             )
         if reset_at is not None and op is not None:
             said = f" ({op.reason})" if op.reason else ""
@@ -192,6 +211,7 @@ class Policy:
             None,
             finding_id,
             decision_id=None if op is None else op.id,
+            cluster=_cluster_of(state),
         )
 
     def tier_throttle(self, rules: TierRules) -> LimitSpec:
@@ -217,6 +237,7 @@ class Policy:
         throttle: LimitSpec | None,
         finding_id: int | None,
         decision_id: int | None,
+        cluster: str | None = None,
     ) -> PolicyDecision:
         for alone in ("block", "reverify"):
             if alone in actions:
@@ -225,6 +246,13 @@ class Policy:
         actions = tuple(a for a in ACTIONS if a in actions)
         if "throttle" in actions and throttle is None:
             throttle = self.tier_throttle(rules)
+        shared = self.config.cluster_throttle
+        throttled_cluster = cluster if "throttle" in actions and shared is not None else None
+        if throttled_cluster is not None:
+            reasons = [
+                *reasons,
+                f"linked cluster {throttled_cluster}: its throttled members share one budget",
+            ]
         return PolicyDecision(
             actions=actions,
             reasons=tuple(reasons),
@@ -232,6 +260,8 @@ class Policy:
             source=source,
             tier=tier,
             throttle=throttle if "throttle" in actions else None,
+            cluster=throttled_cluster,
+            cluster_throttle=None if throttled_cluster is None or shared is None else shared.spec(),
             caps=self.config.cap_params if "cap_params" in actions else None,
             reasoning=self.config.strip_reasoning if "strip_reasoning" in actions else None,
             reverify_message=self.config.reverify.message if "reverify" in actions else None,
