@@ -53,6 +53,7 @@ class WatermarkAssignment:
     sampler: TokenSampler
     key_id: str
     config_hash: str
+    canary_key_id: str | None = None  # watermark_canary: the KGW canary key also applied
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,8 @@ async def _generate(request: Request, kind: str) -> Response:
                 f"The model '{gen.model}' does not exist or you do not have access to it.", param="model"
             )
         if rt.watermarker is not None:
-            gen = replace(gen, watermark=await rt.watermarker.assign(account, gen))
+            kgw_canary = decision is not None and decision.watermark_scheme is not None
+            gen = replace(gen, watermark=await rt.watermarker.assign(account, gen, kgw_canary))
             rec.set_watermark(gen.watermark)
         if enforcer is not None and decision is not None and decision.throttle is not None:
             admission = await enforcer.reserve(account, decision, gen)  # 429 before any byte

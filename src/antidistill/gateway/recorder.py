@@ -54,6 +54,8 @@ class ExchangeRecord:
     def set_watermark(self, wm: WatermarkAssignment | None) -> None:
         if wm is not None:
             self.watermark_key_id, self.watermark_config_hash = wm.key_id, wm.config_hash
+            if wm.canary_key_id is not None:
+                self.params["canary_key_id"] = wm.canary_key_id
 
     def add_chunk(self, chunk: Chunk) -> None:
         if chunk.text:

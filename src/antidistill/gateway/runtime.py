@@ -21,7 +21,9 @@ class EventSink(Protocol):
 
 
 class Watermarker(Protocol):
-    async def assign(self, account: Account, gen: GenerationRequest) -> WatermarkAssignment | None: ...
+    async def assign(
+        self, account: Account, gen: GenerationRequest, canary: bool = False
+    ) -> WatermarkAssignment | None: ...
 
 
 @dataclass

@@ -10,24 +10,35 @@ from antidistill.backends.base import Backend, GenerationRequest, WatermarkAssig
 from antidistill.gateway.runtime import Watermarker
 from antidistill.settings import Settings
 from antidistill.store.base import Account, Store
-from antidistill.watermark.keys import Keyring
+from antidistill.watermark.keys import Keyring, WatermarkKey
 from antidistill.watermark.keystore import KeyDirectory, load_master_secret
-from antidistill.watermark.sampler import WatermarkSampler
+from antidistill.watermark.sampler import CanarySampler, WatermarkSampler
 
 log = logging.getLogger("antidistill.gateway")
+CANARY_KEY_SCHEME = "kgw"  # the registry name of the canary scheme (policy: kgw_canary)
 
 
 class AccountWatermarker:
-    """Marks every answer with its account's key (per-account keys name the harvester)."""
+    """Marks every answer with its account's key (per-account keys name the harvester); under the
+    policy's ``watermark_canary`` action, also with the account's KGW canary key (``CanarySampler``).
+    Both keys are recorded in the store on first use, so an audit tests them."""
 
     def __init__(self, directory: KeyDirectory) -> None:
         self.directory = directory
 
-    async def assign(self, account: Account, gen: GenerationRequest) -> WatermarkAssignment | None:
-        key = self.directory.peek("account", account.id)
+    async def _key(self, account: Account, scheme: str | None = None) -> WatermarkKey:
+        key = self.directory.peek("account", account.id, scheme)
         if key is None:
-            key = await anyio.to_thread.run_sync(self.directory.current, "account", account.id)
-        return WatermarkSampler.for_key(key).assignment()
+            key = await anyio.to_thread.run_sync(self.directory.current, "account", account.id, scheme)
+        return key
+
+    async def assign(
+        self, account: Account, gen: GenerationRequest, canary: bool = False
+    ) -> WatermarkAssignment | None:
+        base = WatermarkSampler.for_key(await self._key(account))
+        if not canary:
+            return base.assignment()
+        return CanarySampler(base, await self._key(account, CANARY_KEY_SCHEME)).assignment()
 
 
 def build_watermarker(settings: Settings, backend: Backend, store: Store) -> Watermarker | None:

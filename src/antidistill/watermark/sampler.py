@@ -42,6 +42,7 @@ from antidistill.backends.base import SamplingParams, WatermarkAssignment
 from antidistill.backends.sampling import GREEDY_TEMPERATURE, apply_penalties
 from antidistill.watermark.keys import WatermarkKey
 from antidistill.watermark.schemes.base import KeyedScheme
+from antidistill.watermark.schemes.kgw import KgwScheme
 from antidistill.watermark.schemes.sampling import Workspace
 
 
@@ -108,3 +109,49 @@ class WatermarkSampler:
             self._ws = self.scheme.workspace(self.key, logits.shape[-1])
         repeated = self.scheme.fresh_windows_only and not self._claim(context)
         return self.scheme.sample_step(context, logits, params, self._rng, self._ws, repeated=repeated)
+
+
+class CanarySampler:
+    """``watermark_canary``: the account's Gumbel watermark over a KGW-boosted distribution.
+
+    Each step adds ``delta`` to the logits of the KGW canary key's green list (the canary's own
+    window, default 2 tokens) — scaled by the temperature, so that after the division by the
+    temperature the boost is exactly ``delta``, as in KGW — and hands the boosted logits to the
+    account's ``WatermarkSampler``. Both marks then hold at once and are tested separately: the
+    Gumbel choice is still an exact Gumbel-max draw (from the boosted distribution), so its scores
+    under the account key are as strong as ever; green tokens come out ~e^delta times more often, so
+    the KGW count under the canary key is as for KGW alone. Under H0 (text not from us) each test keeps
+    its exact null, since neither key's PRF says anything about the other's. One difference from
+    KGW: top-p is applied to the boosted distribution (the Gumbel sampler applies it), not before the
+    boost. Greedy requests (temperature 0) stay unmarked, like every other request.
+
+    Why KGW for flagged accounts: a distortion-free mark is hard to see in a *student* that was
+    trained on the text (the student learns the distribution, and the distribution carries no mark);
+    a green-list bias changes the distribution itself, so a student inherits it (radioactivity).
+    """
+
+    def __init__(self, base: WatermarkSampler, canary_key: WatermarkKey) -> None:
+        scheme = canary_key.build_scheme()
+        if not isinstance(scheme, KgwScheme):
+            raise ValueError(f"the canary key {canary_key.key_id} is {canary_key.scheme}, not kgw")
+        self.base = base
+        self.canary_key = canary_key
+        self.scheme = scheme
+        self._ws: Workspace | None = None
+
+    def assignment(self) -> WatermarkAssignment:
+        key = self.base.key
+        return WatermarkAssignment(
+            sampler=self, key_id=key.key_id, config_hash=key.config_hash, canary_key_id=self.canary_key.key_id
+        )
+
+    def sample(self, context: Sequence[int], logits: NDArray[Any], params: SamplingParams) -> int:
+        h = self.scheme.window
+        if params.temperature >= GREEDY_TEMPERATURE and len(context) >= h:
+            if self._ws is None or self._ws.vocab_size != logits.shape[-1]:
+                self._ws = self.scheme.workspace(self.canary_key, logits.shape[-1])
+            values = self._ws.prf_values(context[len(context) - h :])
+            boosted = np.array(logits, dtype=np.float64)  # never in place: the caller's logits
+            boosted += (values < self.scheme.gamma) * (self.scheme.delta * params.temperature)
+            logits = boosted
+        return self.base.sample(context, logits, params)
