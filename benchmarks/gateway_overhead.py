@@ -17,128 +17,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import percentile, print_table, write_results
+from benchmarks._load import Targets, closed_loop, open_loop
+from benchmarks._load import free_port as _free_port
+from benchmarks._load import pinned as _pinned
+from benchmarks._load import wait_http as _wait_http
+from benchmarks._util import print_table, write_results
 
 VENV_BIN = Path(sys.executable).parent
-BODY = {
-    "model": "bench",
-    "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
-    "max_tokens": 16,
-}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pinned(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None and os.cpu_count() and os.cpu_count() > 1 else []
-
-
-def _wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not come up")
-
-
-async def _one(
-    client: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool
-) -> tuple[float, float]:
-    """(time to first SSE data line or to the whole JSON body, time to the last byte)."""
-    t0 = time.perf_counter()
-    body = {**BODY, "stream": True} if stream else BODY
-    async with client.post(url, json=body, headers=headers) as r:
-        if r.status != 200:
-            raise RuntimeError(f"HTTP {r.status}: {(await r.read())[:200]!r}")
-        if not stream:
-            await r.read()
-            t = time.perf_counter() - t0
-            return t, t
-        ttft = None
-        async for line in r.content:
-            if ttft is None and line.startswith(b"data: {"):
-                ttft = time.perf_counter() - t0
-    total = time.perf_counter() - t0
-    return (ttft if ttft is not None else total), total
-
-
-def _session(connections: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections), timeout=aiohttp.ClientTimeout(total=60)
-    )
-
-
-async def open_loop(
-    url: str, headers: dict[str, str], rate: float, duration: float, stream: bool
-) -> dict[str, Any]:
-    """Send at a fixed rate regardless of completions (no coordinated omission)."""
-    n = int(rate * duration)
-    lat: list[float] = []
-    first: list[float] = []
-    errors = 0
-    async with _session(512) as client:
-        for _ in range(20):  # warm up connections
-            await _one(client, url, headers, stream)
-        start = time.perf_counter()
-
-        async def fire(i: int) -> None:
-            nonlocal errors
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                f, t = await _one(client, url, headers, stream)
-                first.append(f)
-                lat.append(t)
-            except (aiohttp.ClientError, RuntimeError, TimeoutError):
-                errors += 1
-
-        await asyncio.gather(*(fire(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
-    ms = 1000.0
-    return {
-        "requests": n,
-        "errors": errors,
-        "achieved_rps": len(lat) / elapsed,
-        "p50_ms": percentile(lat, 50) * ms,
-        "p99_ms": percentile(lat, 99) * ms,
-        "ttft_p50_ms": percentile(first, 50) * ms,
-        "ttft_p99_ms": percentile(first, 99) * ms,
-    }
-
-
-async def closed_loop(url: str, headers: dict[str, str], concurrency: int, duration: float) -> float:
-    done = 0
-    async with _session(concurrency) as client:
-        stop = time.perf_counter() + duration
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                await _one(client, url, headers, False)
-                done += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -209,8 +98,8 @@ def main() -> None:
         )
         _wait_http(f"http://127.0.0.1:{up_port}/v1/models")
         _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
-        direct = (f"http://127.0.0.1:{up_port}/v1/chat/completions", {})
-        via = (f"http://127.0.0.1:{gw_port}/v1/chat/completions", {"Authorization": f"Bearer {key}"})
+        direct = Targets(f"http://127.0.0.1:{up_port}/v1/chat/completions", None)
+        via = Targets(f"http://127.0.0.1:{gw_port}/v1/chat/completions", [key])
 
         rows: list[dict[str, Any]] = []
         results: dict[str, Any] = {
@@ -221,16 +110,16 @@ def main() -> None:
         }
         for stream in (False, True):
             mode = "stream" if stream else "json"
-            for name, (url, headers) in (("direct", direct), ("gateway", via)):
-                r = asyncio.run(open_loop(url, headers, args.rate, args.duration, stream))
+            for name, target in (("direct", direct), ("gateway", via)):
+                r = asyncio.run(open_loop(target, args.rate, args.duration, stream, warmup=20))
                 results[f"{mode}_{name}"] = r
                 rows.append({"mode": mode, "target": name, **r})
             d, g = results[f"{mode}_direct"], results[f"{mode}_gateway"]
             key_p50, key_p99 = ("ttft_p50_ms", "ttft_p99_ms") if stream else ("p50_ms", "p99_ms")
             results[f"{mode}_added_p50_ms"] = g[key_p50] - d[key_p50]
             results[f"{mode}_added_p99_ms"] = g[key_p99] - d[key_p99]
-        results["gateway_rps_one_core"] = asyncio.run(closed_loop(via[0], via[1], args.concurrency, 10))
-        results["direct_rps"] = asyncio.run(closed_loop(direct[0], {}, args.concurrency, 10))
+        results["gateway_rps_one_core"] = asyncio.run(closed_loop(via, args.concurrency, duration=10))["rps"]
+        results["direct_rps"] = asyncio.run(closed_loop(direct, args.concurrency, duration=10))["rps"]
         path = write_results("gateway_overhead", results)
         print_table(
             rows,

@@ -35,144 +35,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import percentile, print_table, write_results
-from benchmarks.gateway_overhead import _free_port, _pinned, _wait_http
+from benchmarks._load import BODY, Targets, closed_loop, open_loop
+from benchmarks._load import free_port as _free_port
+from benchmarks._load import pinned as _pinned
+from benchmarks._load import wait_http as _wait_http
+from benchmarks._util import print_table, write_results
 
 VENV_BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "bench-admin-token"
-BODY = {
-    "model": "bench",
-    "messages": [{"role": "user", "content": "Say something short about benchmarks."}],
-    "max_tokens": 16,
-}
-MS = 1000.0
-
-
-# the load ----------------------------------------------------------------------------------------
-class Targets:
-    """Where requests go: one URL, and the Authorization headers to use in turn."""
-
-    def __init__(self, url: str, keys: list[str] | None) -> None:
-        self.url = url
-        self.headers = [{"Authorization": f"Bearer {k}"} for k in keys] if keys else [{}]
-
-    def h(self, i: int) -> dict[str, str]:
-        return self.headers[i % len(self.headers)]
-
-
-async def one(
-    client: aiohttp.ClientSession, t: Targets, i: int, stream: bool
-) -> tuple[int, float, float, dict[str, str]]:
-    """(status, time to first SSE data line or to the whole body, time to the last byte, headers)."""
-    t0 = time.perf_counter()
-    body = {**BODY, "stream": True} if stream else BODY
-    async with client.post(t.url, json=body, headers=t.h(i)) as r:
-        first = None
-        if stream and r.status == 200:
-            async for line in r.content:
-                if first is None and line.startswith(b"data: {"):
-                    first = time.perf_counter() - t0
-        else:
-            await r.read()
-        total = time.perf_counter() - t0
-        return r.status, (first if first is not None else total), total, dict(r.headers)
-
-
-def session(connections: int, timeout_s: float = 60.0) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections),
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-    )
-
-
-async def open_loop(
-    t: Targets, rate: float, duration: float, stream: bool, *, timeout_s: float = 60.0, warmup: int = 50
-) -> dict[str, Any]:
-    """Send at a fixed rate regardless of completions; count every outcome."""
-    n = int(rate * duration)
-    lat: list[float] = []
-    first: list[float] = []
-    outcomes: Counter[str] = Counter()
-    async with session(4096, timeout_s) as client:
-        for i in range(warmup):
-            await one(client, t, i, stream)
-        start = time.perf_counter()
-        late = 0
-
-        async def fire(i: int) -> None:
-            nonlocal late
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.05:
-                late += 1  # the generator itself fell behind the schedule
-            try:
-                status, f, total, headers = await one(client, t, i, stream)
-            except TimeoutError:
-                outcomes["timeout"] += 1
-                return
-            except aiohttp.ClientError as e:
-                outcomes[f"error:{type(e).__name__}"] += 1
-                return
-            if status == 200:
-                first.append(f)
-                lat.append(total)
-                outcomes["200"] += 1
-            else:
-                retry = "retry-after" in {k.lower() for k in headers}
-                outcomes[f"{status}{'+retry-after' if retry else ''}"] += 1
-
-        await asyncio.gather(*(fire(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
-    return {
-        "offered_rps": rate,
-        "requests": n,
-        "late_sends": late,
-        "achieved_rps": len(lat) / elapsed,
-        "p50_ms": percentile(lat, 50) * MS,
-        "p99_ms": percentile(lat, 99) * MS,
-        "max_ms": max(lat) * MS if lat else float("nan"),
-        "ttft_p50_ms": percentile(first, 50) * MS,
-        "ttft_p99_ms": percentile(first, 99) * MS,
-        "outcomes": dict(sorted(outcomes.items())),
-        "errors": n - outcomes["200"],
-    }
-
-
-async def closed_loop(
-    t: Targets, concurrency: int, *, duration: float = 0.0, total: int = 0
-) -> dict[str, Any]:
-    """``concurrency`` workers back to back, for ``duration`` seconds or ``total`` requests."""
-    done = 0
-    bad: Counter[int] = Counter()
-    async with session(concurrency) as client:
-        stop = time.perf_counter() + duration if duration else float("inf")
-        counter = iter(range(total if total else 1 << 62))
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                i = next(counter, None)
-                if i is None:
-                    return
-                status, *_ = await one(client, t, i, False)
-                done += 1
-                if status != 200:
-                    bad[status] += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    ok = done - sum(bad.values())
-    return {"requests": done, "seconds": elapsed, "rps": ok / elapsed, "non_200": dict(bad)}
 
 
 # the processes -----------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ from antidistill.evaluation.fake_reasoning import (
     reasoning_for,
     translation_for,
 )
+from benchmarks._load import free_port as _free_port
+from benchmarks._load import wait_http as _wait_http
 from benchmarks._util import percentile, print_table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,24 +102,6 @@ def prompts(n: int) -> list[str]:
     return out[:n]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not come up")
 
 
 def case(column: str, carrier: str) -> dict[str, str]:
