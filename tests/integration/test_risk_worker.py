@@ -6,6 +6,7 @@ Postgres for the same methods."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -90,6 +91,7 @@ def test_worker_scores_stores_and_resumes(tmp_path: Path, cal_file: Path) -> Non
     assert n_findings == w.stats.findings > 0
     assert w.step() == 0  # nothing new: nothing re-read
     # restart: a new worker rebuilds from the store and scores only what came after the cursor
+    w.release()  # a clean stop gives up the lease
     store.insert_events(_harvest(200, acc.id, start=600))
     w2 = RiskWorker(store, RiskEngine(cal, rp.make_embedder("hashing")), batch_size=128, clock=clock)
     assert w2.step() == 200
@@ -97,6 +99,57 @@ def test_worker_scores_stores_and_resumes(tmp_path: Path, cal_file: Path) -> Non
     after = store.findings_for("account", acc.id, limit=1000)
     assert len(after) == n_findings + w2.stats.findings  # the rebuild stored nothing twice
     store.close()
+
+
+def test_one_worker_scores_the_others_stand_by_and_take_over(tmp_path: Path, cal_file: Path) -> None:
+    """Several workers on one store (each gateway replica's embedded engine, analyze processes):
+    one holds the lease and scores; when it stops, a standby takes over from the cursor with a
+    state rebuilt from the store, so every finding is stored once."""
+    store = open_store(f"sqlite:///{tmp_path / 'lease.db'}")
+    store.migrate()
+    acc = store.create_account("harvester")
+    store.insert_events(_harvest(300, acc.id))
+    clock = ManualClock(T0 + 40.0 * 2000)
+    cal = Calibration.load(cal_file)
+    a, b = (
+        RiskWorker(store, RiskEngine(cal, rp.make_embedder("hashing")), batch_size=64, clock=clock)
+        for _ in range(2)
+    )
+    assert a.step() == 300 and a.leading
+    store.insert_events(_harvest(100, acc.id, start=300))
+    assert b.step() == 0 and not b.leading and b.stats.events == 0  # standing by: reads nothing
+    assert a.step() == 100
+    a.release()
+    store.insert_events(_harvest(100, acc.id, start=400))
+    assert b.step() == 100 and b.leading
+    assert b.engine.accounts[acc.id].state.n == 500  # rebuilt: a's 400 events plus the new 100
+    assert a.step() == 0 and not a.leading
+    findings = store.findings_for("account", acc.id, limit=1000)
+    assert len(findings) == a.stats.findings + b.stats.findings
+    assert len({(f.ts, f.requests_seen) for f in findings}) == len(findings)  # none stored twice
+    # a holder that dies without releasing: the standby takes over once the lease runs out
+    dead = RiskWorker(store, RiskEngine(cal, None), clock=clock, lease_ttl_s=0.2)
+    b.release()
+    assert dead.step() == 0 and dead.leading
+    live = RiskWorker(store, RiskEngine(cal, None), clock=clock, lease_ttl_s=0.2)
+    assert live.step() == 0 and not live.leading
+    time.sleep(0.3)
+    assert live.step() == 0 and live.leading
+    store.close()
+
+
+def test_analyze_once_refuses_while_another_worker_holds_the_lease(tmp_path: Path, cal_file: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'busy.db'}"
+    store = open_store(db)
+    store.migrate()
+    assert store.acquire_lease("risk-engine", "gateway-replica-1", 60.0)
+    store.close()
+    res = CliRunner().invoke(
+        app,
+        ["analyze", "--once", "--database-url", db],
+        env={"ANTIDISTILL_RISK__CALIBRATION_FILE": str(cal_file), "ANTIDISTILL_RISK__EMBEDDER": "hashing"},
+    )
+    assert res.exit_code == 2 and "another risk worker holds the lease" in res.output, res.output
 
 
 def test_worker_stays_behind_the_clock(tmp_path: Path, cal_file: Path) -> None:

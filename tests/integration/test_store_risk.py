@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from antidistill.errors import InvalidRequestError, StoreError
 from antidistill.risk.types import Finding
 from antidistill.store import DECISION_ACTIONS, RejectedDataError, SqlStore, open_store
-from antidistill.store.migrate import alembic_config
+from antidistill.store.migrate import alembic_config, head_revision
 from antidistill.store.schema import decisions, findings, metadata, risk_state
 from tests.conftest_store import fresh_store, make_event
 
@@ -384,6 +384,27 @@ def test_cursor_round_trip_and_resume_in_event_order(store: SqlStore, clock: Clo
         store.set_cursor("analyze", 1.0, "")
 
 
+def test_one_lease_holder_at_a_time_until_release_or_expiry(store: SqlStore, clock: Clock) -> None:
+    assert store.acquire_lease("risk-engine", "w1", 30.0)
+    assert not store.acquire_lease("risk-engine", "w2", 30.0)  # live: w2 stands by
+    assert store.acquire_lease("risk-engine", "w1", 30.0)  # the holder renews
+    assert store.acquire_lease("other", "w2", 30.0)  # another name is another lease
+    clock.now += 29.0
+    assert not store.acquire_lease("risk-engine", "w2", 30.0)  # renewed at t: live until t + 30
+    clock.now += 2.0
+    assert store.acquire_lease("risk-engine", "w2", 30.0)  # expired: taken over
+    assert not store.acquire_lease("risk-engine", "w1", 30.0)
+    store.release_lease("risk-engine", "w1")  # not the holder: no effect
+    assert not store.acquire_lease("risk-engine", "w1", 30.0)
+    store.release_lease("risk-engine", "w2")
+    assert store.acquire_lease("risk-engine", "w1", 30.0)  # released: free at once
+    assert store.get_cursor("risk-engine") is None  # leases do not touch the worker's cursor
+    with pytest.raises(InvalidRequestError, match="holder"):
+        store.acquire_lease("risk-engine", "", 30.0)
+    with pytest.raises(InvalidRequestError, match="ttl_s"):
+        store.acquire_lease("risk-engine", "w1", 0.0)
+
+
 # migrations ----------------------------------------------------------------------------------
 def test_upgrade_from_0002_keeps_every_row(backend: str, tmp_path: Path) -> None:
     with fresh_store(backend, tmp_path, revision="0002") as store:
@@ -397,7 +418,7 @@ def test_upgrade_from_0002_keeps_every_row(backend: str, tmp_path: Path) -> None
 
         store.migrate()
 
-        assert store.schema_revision() == "0003"
+        assert store.schema_revision() == head_revision()
         assert store.get_account(acc.id) == acc
         auth = store.authenticate(token)
         assert auth is not None and auth[0] == key
@@ -421,7 +442,7 @@ def test_downgrade_to_0002_drops_only_the_risk_tables(store: SqlStore) -> None:
     assert {"findings", "risk_state", "decisions", "worker_cursors"}.isdisjoint(tables)
     assert store.get_account(acc.id) == acc
     store.migrate()
-    assert store.schema_revision() == "0003" and store.findings_for("account", acc.id) == []
+    assert store.schema_revision() == head_revision() and store.findings_for("account", acc.id) == []
 
 
 # failures (no server needed) -----------------------------------------------------------------

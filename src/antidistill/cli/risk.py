@@ -136,6 +136,12 @@ def analyze_cmd(
         worker = RiskWorker(store, engine, batch_size=settings.risk.batch_size)
         if once:
             n = worker.step()
+            worker.release()
+            if not worker.has_led:
+                fail(
+                    "another risk worker holds the lease (a gateway with risk.enabled, or another "
+                    "`antidistill analyze`): stop it, or wait for its lease to run out (30 s)"
+                )
         else:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -91,6 +91,11 @@ class RiskEngine:
         self._embed_cache: dict[str, np.ndarray] = {}  # insertion-ordered: oldest evicted first
 
     # -- public ---------------------------------------------------------------------------------
+    def fresh(self) -> RiskEngine:
+        """A new engine with the same calibration and embedder and no state (for a worker that must
+        rebuild from the store, e.g. after another worker held its lease meanwhile)."""
+        return RiskEngine(self.calibration, self.embedder, signal_fn=self._signals)
+
     def process(self, events: Sequence[RiskEvent]) -> list[Finding]:
         signals = [self._signals(e) for e in events]
         embeddings = self._embed(events, signals)

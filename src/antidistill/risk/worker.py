@@ -8,6 +8,13 @@ The worker reads the ``events`` table in ``(ts, id)`` order after its saved curs
 rebuilds the engine's in-memory state by replaying the ``rebuild_s`` seconds before the cursor without
 storing findings again. It stays ``lag_s`` behind the clock, so that events committed a little late
 (another replica's batch, a replayed spill) are not skipped. Only successful requests are scored.
+
+One worker per deployment scores: every step first takes or renews a lease in the store
+(``Store.acquire_lease``, ``lease_ttl_s``), renewed again between batches. Other workers (each gateway
+replica's embedded engine, a second ``antidistill analyze``) stand by and take over within
+``lease_ttl_s`` when the holder stops or dies; a worker that (re)gains the lease starts from a fresh
+engine and rebuilds from the store, so no event is counted twice in memory. A clean stop releases the
+lease at once.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +92,7 @@ class RiskWorker:
         rebuild_s: float = 7 * 86400.0,
         clock: Clock | None = None,
         cursor_name: str = CURSOR,
+        lease_ttl_s: float = 30.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -94,6 +105,10 @@ class RiskWorker:
         self._payments: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._rebuilt = False
+        self.lease_ttl_s = lease_ttl_s
+        self.holder = f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False  # holds the lease now
+        self.has_led = False  # has scored (or rebuilt) under a lease before
 
     def _payment(self, account_id: str) -> str | None:
         if account_id not in self._payments:
@@ -141,11 +156,43 @@ class RiskWorker:
         log.info("risk engine rebuilt from %d events before the cursor", self.stats.events)
         self._rebuilt = True
 
-    def step(self) -> int:
-        """Score the events that arrived since the cursor; returns how many were read."""
+    def _lead(self) -> bool:
+        """Take or renew the lease; on (re)gaining it after another worker may have scored, start
+        from a fresh engine rebuilt from the store."""
+        held = self.store.acquire_lease(self.cursor_name, self.holder, self.lease_ttl_s)
+        if held and not self.leading:
+            log.info("risk worker %s holds the lease: scoring", self.holder)
+            if self.has_led:  # our in-memory state may be behind what another worker stored
+                self.engine = self.engine.fresh()
+                self._rebuilt = False
+            self.has_led = True
+        elif not held and self.leading:
+            log.warning("risk worker %s lost the lease: standing by", self.holder)
+        elif not held and not self.has_led and self.stats.events == 0:
+            log.debug("risk worker %s stands by: another worker holds the lease", self.holder)
+        self.leading = held
+        return held
+
+    def release(self) -> None:
+        """Give up the lease (clean stop): a standby worker takes over at its next step."""
         with self._lock:
+            if self.leading:
+                try:
+                    self.store.release_lease(self.cursor_name, self.holder)
+                except Exception as e:  # a dead store: the lease just runs out
+                    log.warning("could not release the risk worker's lease: %s", e)
+                self.leading = False
+
+    def step(self) -> int:
+        """Score the events that arrived since the cursor; returns how many were read (0 while
+        another worker holds the lease)."""
+        with self._lock:
+            if not self._lead():
+                return 0
             if not self._rebuilt:
                 self.rebuild()
+                if not self._lead():  # the rebuild outlasted the lease
+                    return 0
             cursor = self.store.get_cursor(self.cursor_name)
             until = self.clock.now() - self.lag_s
             n = 0
@@ -153,10 +200,12 @@ class RiskWorker:
             for e in self._events(cursor, until):
                 buf.append(e)
                 if len(buf) >= self.batch_size:
+                    if not self._lead():  # someone else scores now: stop before storing anything
+                        return n
                     self._feed(buf, record=True)
                     n += len(buf)
                     buf = []
-            if buf:
+            if buf and self._lead():
                 self._feed(buf, record=True)
                 n += len(buf)
             self.stats.flagged_accounts = sum(
@@ -174,6 +223,7 @@ class RiskWorker:
                 log.exception("risk engine step failed; retrying in %.1f s", interval_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await asyncio.to_thread(self.release)
 
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Loop for ``antidistill analyze``."""
@@ -192,3 +242,4 @@ class RiskWorker:
                 self.stats.errors += 1
                 log.exception("risk engine step failed; retrying in %.1f s", interval_s)
             stop.wait(max(0.0, interval_s - (time.monotonic() - t0)))
+        self.release()

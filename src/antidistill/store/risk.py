@@ -111,6 +111,12 @@ def check_cursor_name(name: object) -> str:
     return clean_text(name)
 
 
+def check_holder(holder: object) -> str:
+    if not isinstance(holder, str) or not holder.strip() or len(holder) > MAX_ACTOR:
+        raise InvalidRequestError(f"lease holder must be 1-{MAX_ACTOR} characters", param="holder")
+    return clean_text(holder)
+
+
 def check_cursor(ts: object, event_id: object) -> tuple[float, str]:
     if not isinstance(event_id, str) or not event_id:
         raise InvalidRequestError(
@@ -226,7 +232,7 @@ def latest_states(rows: Sequence[dict[str, Any]], ids: Sequence[int], now: float
     ]
 
 
-_INSERTS: dict[str, Callable[[sa.Table], Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+INSERTS: dict[str, Callable[[sa.Table], Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _FINDING_COLUMNS = [c.name for c in findings.c if c.name != "id"]
 _STATE_COLUMNS = [c.name for c in risk_state.c]
 
@@ -305,7 +311,7 @@ STATE_UPSERTERS: dict[str, Callable[[Connection, list[dict[str, Any]]], None]] =
 
 
 def cursor_upsert(dialect: str) -> Any:
-    ins = _INSERTS[dialect](worker_cursors)
+    ins = INSERTS[dialect](worker_cursors)
     new = ins.excluded
     return ins.on_conflict_do_update(
         index_elements=[worker_cursors.c.name],

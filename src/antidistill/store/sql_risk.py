@@ -271,3 +271,36 @@ class RiskTables:
         with self._db.write() as conn:
             row = {"name": name, "ts": ts, "event_id": event_id, "updated_at": self._clock()}
             conn.execute(self._upsert_cursor, row)
+
+    # worker leases ------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until now + ``ttl_s``; False while another
+        holder's lease is live. Atomic (one conditional upsert), so of several workers (gateway
+        replicas, ``antidistill analyze`` processes) exactly one holds it at a time. Kept in
+        ``worker_cursors`` under ``lease:<name>`` (ts = expiry, event_id = holder)."""
+        key = risk.check_cursor_name(f"lease:{name}")
+        holder = risk.check_holder(holder)
+        if not ttl_s > 0:
+            raise InvalidRequestError("ttl_s must be > 0", param="ttl_s")
+        now = self._clock()
+        ins = risk.INSERTS[self.dialect](worker_cursors).values(
+            name=key, ts=now + ttl_s, event_id=holder, updated_at=now
+        )
+        stmt = ins.on_conflict_do_update(
+            index_elements=[worker_cursors.c.name],
+            set_={"ts": ins.excluded.ts, "event_id": ins.excluded.event_id, "updated_at": now},
+            where=sa.or_(worker_cursors.c.ts < now, worker_cursors.c.event_id == holder),
+        ).returning(worker_cursors.c.name)
+        with self._db.write() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (a clean stop), if ``holder`` still has it."""
+        q = (
+            worker_cursors.update()
+            .where(worker_cursors.c.name == risk.check_cursor_name(f"lease:{name}"))
+            .where(worker_cursors.c.event_id == holder)
+            .values(ts=0.0, updated_at=self._clock())
+        )
+        with self._db.write() as conn:
+            conn.execute(q)
