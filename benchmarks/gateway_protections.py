@@ -1,6 +1,7 @@
 """The gateway with every protection on, against the same fake upstream called directly.
 
-Protections on the measured path, per request: API-key authentication (a Postgres read), the
+Protections on the measured path, per request: API-key authentication (cached in process; one Redis
+read of the operators' change token per request, a Postgres read on a miss), the
 policy with the account's risk state and active decision (``DecisionCache``: one Postgres read per
 account per ``policy.cache_ttl_s``), an operator throttle on every account so that the shared limiter
 runs on every request (reserve before the upstream call + settle after it: two Lua calls to Redis),
@@ -291,7 +292,8 @@ def main() -> None:
         "delay_ms": args.delay_ms,
         "accounts": args.accounts,
         "protections": [
-            "auth (Postgres)",
+            "auth (in-process cache checked against the operators' change token in Redis per request; "
+            "Postgres on a miss)",
             "policy + risk state/decision lookup (Postgres, 1 s cache)",
             "throttle on every account: reserve + settle in Redis (2 Lua calls/request)",
             "event log to Postgres (batched)",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from antidistill.gateway.auth_cache import AuthCache
 from antidistill.store.base import Store
 from antidistill.store.epoch import RedisEpoch, bump_epoch_sync, epoch_key
 from tests.conftest_store import fresh_store
-from tests.integration.test_limits_redis import REDIS_URL, _redis_problem, _sync_client
+from tests.integration.conftest import REDIS_URL, _sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -34,17 +33,6 @@ class CountingStore:
     def authenticate(self, token: str) -> Any:
         self.auth_reads += 1
         return self.inner.authenticate(token)
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    problem = _redis_problem()
-    if problem is not None:
-        pytest.fail(problem, pytrace=False)
-    p = f"antidistill:test:{uuid.uuid4().hex}"
-    yield p
-    with _sync_client() as r:
-        r.delete(epoch_key(p))
 
 
 @pytest.fixture

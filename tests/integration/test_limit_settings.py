@@ -112,7 +112,7 @@ def test_single_node_metrics_without_redis(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 def test_redis_limiter_metrics_when_redis_answers(tmp_path: Path) -> None:
-    from tests.integration.test_limits_redis import REDIS_URL, _redis_problem
+    from tests.integration.conftest import REDIS_URL, _redis_problem
 
     problem = _redis_problem()
     if problem is not None:

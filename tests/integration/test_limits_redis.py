@@ -10,60 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from antidistill.clock import ManualClock
 from antidistill.limits import LimitSpec, RedisLimiter, Reservation
+from tests.integration.conftest import REDIS_URL, _sync_client
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("ANTIDISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CALL_BOUND_S = 0.3  # no limiter call may take longer, whatever Redis does (timeouts are 50 ms)
-
-
-def _sync_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        REDIS_URL, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
-    )
-
-
-@functools.cache
-def _redis_problem() -> str | None:
-    try:
-        with _sync_client() as r:
-            r.ping()
-        return None
-    except Exception as e:
-        return (
-            f"Redis not reachable at {REDIS_URL}: start redis on 127.0.0.1:6379 "
-            "(`sudo service redis-server start` or `docker run -d -p 6379:6379 redis:7`), "
-            f"or set ANTIDISTILL_TEST_REDIS_URL. ({type(e).__name__}: {e})"
-        )
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    problem = _redis_problem()
-    if problem is not None:
-        pytest.fail(problem, pytrace=False)
-    p = f"antidistill:test:{uuid.uuid4().hex}"
-    yield p
-    with _sync_client() as r:
-        keys = list(r.scan_iter(match=f"{p}:*", count=1000))
-        if keys:
-            r.delete(*keys)
 
 
 def _limiter(prefix: str, url: str = REDIS_URL, **kw: Any) -> RedisLimiter:

@@ -35,7 +35,7 @@ def _lm(seed: int = 0) -> np.ndarray:
 def _generate(make_sampler, lm: np.ndarray, seed: int) -> tuple[list[list[int]], list[list[int]]]:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     docs, prompts = [], []
-    for d in range(DOCS):
+    for _ in range(DOCS):
         prompt = [int(t) for t in rng.integers(0, VOCAB, size=6)]
         sampler = make_sampler()
         ctx = list(prompt)
