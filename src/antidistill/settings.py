@@ -237,6 +237,26 @@ class PolicySettings(BaseModel):
     cache_max_accounts: int = Field(100_000, ge=1, description="Accounts kept in the decision cache.")
 
 
+class DashboardSettings(BaseModel):
+    """The operators' web UI under ``/dashboard`` (same port as the API, behind ``server.admin_token``)."""
+
+    model_config = _FROZEN
+    enabled: bool = Field(True, description="Serve the operators' dashboard (needs server.admin_token).")
+    audits_dir: str = Field(
+        "./data/audits",
+        description="Folder whose subfolders hold `antidistill audit --out` reports (report.json + .html).",
+    )
+    session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86400.0, description="Lifetime of a dashboard login session (seconds)."
+    )
+    secure_cookie: bool | None = Field(
+        None, description="Mark the session cookie Secure (default: when the request came over https)."
+    )
+    poll_interval_s: float = Field(
+        5.0, ge=1.0, le=300.0, description="How often open pages ask for new findings (live updates)."
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of one antidistill process."""
 
@@ -259,6 +279,7 @@ class Settings(BaseSettings):
     watermark: WatermarkSettings = WatermarkSettings()
     risk: RiskSettings = RiskSettings()
     policy: PolicySettings = PolicySettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -31,7 +31,7 @@ def test_migrate_twice_is_a_no_op(store: SqlStore) -> None:
     acc = store.create_account("before-remigrate")
     store.migrate()
     store.migrate()
-    assert store.schema_revision() == head_revision() == "0003"
+    assert store.schema_revision() == head_revision() == "0004"
     assert store.get_account(acc.id) == acc
 
 

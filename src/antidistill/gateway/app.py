@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from antidistill.backends.base import Backend
 from antidistill.clock import Clock, SystemClock
+from antidistill.dashboard import dashboard_routes
 from antidistill.errors import AntidistillError, InvalidRequestError, NotFoundError
 from antidistill.gateway.admin import ADMIN_ROUTES
 from antidistill.gateway.http import JSONResponse, error_response
@@ -171,6 +172,7 @@ def create_app(
         routes=[
             *OPENAI_ROUTES,
             *ADMIN_ROUTES,
+            *dashboard_routes(settings),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],

@@ -139,6 +139,10 @@ risk_state = sa.Table(
     # "top" pages read it backwards (score DESC, subject_id DESC): a btree serves both
     # directions, and SQLite does not report DESC index columns (alembic would see a diff)
     sa.Index("ix_risk_state_top", "subject_kind", "score", "subject_id"),
+    # the dashboard (0004): a cluster's members, first flags over time, campaigns by volume
+    sa.Index("ix_risk_state_cluster", "cluster", "subject_kind", "score"),
+    sa.Index("ix_risk_state_first_flagged", "subject_kind", "first_flagged_at"),
+    sa.Index("ix_risk_state_volume", "subject_kind", "requests_seen", "subject_id"),
 )
 
 # Enforcement decisions (by the engine or an operator). At most one is active per subject: a new
@@ -160,6 +164,7 @@ decisions = sa.Table(
     sa.Column("reversed_at", sa.Double, nullable=True),
     sa.Column("reversed_by", sa.Text, nullable=True),
     sa.Index("ix_decisions_subject", "subject_kind", "subject_id", "active"),
+    sa.Index("ix_decisions_ts", "ts", "id"),  # the dashboard (0004): actions over time, latest first
     # the invariant itself, enforced by both engines (partial unique index)
     sa.Index(
         "uq_decisions_active_subject",

@@ -28,6 +28,7 @@ from antidistill.store.base import (
     Event,
 )
 from antidistill.store.codec import event_to_row, row_to_event, rows_to_json
+from antidistill.store.dashboard import DashboardQueries
 from antidistill.store.engine import Database
 from antidistill.store.schema import (
     accounts,
@@ -105,7 +106,7 @@ _AUTH_QUERY = (
 )
 
 
-class SqlStore(RiskTables):
+class SqlStore(RiskTables, DashboardQueries):
     """Accounts, API keys, events, risk findings and decisions in one SQL database (see the module
     docstring)."""
 
