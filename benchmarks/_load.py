@@ -8,6 +8,7 @@ API keys to use in turn, the body).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -88,13 +89,27 @@ def session(connections: int, timeout_s: float = 60.0) -> aiohttp.ClientSession:
 
 
 async def open_loop(
-    t: Targets, rate: float, duration: float, stream: bool, *, timeout_s: float = 60.0, warmup: int = 50
+    t: Targets,
+    rate: float,
+    duration: float,
+    stream: bool,
+    *,
+    timeout_s: float = 60.0,
+    warmup: int = 50,
+    warmup_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Send at a fixed rate regardless of completions; count every outcome."""
+    """Send at a fixed rate regardless of completions; count every outcome.
+
+    ``warmup`` requests one after the other, then ``warmup_s`` seconds at the full rate that are not
+    counted (they open the connections the rate needs, and absorb the generator's own start-up:
+    without it the first burst of new connections dominated the p99 of a 20 s run), then
+    ``duration`` seconds measured. ``sent`` is every request sent, warm-up included."""
+    n_warm = int(rate * warmup_s)
     n = int(rate * duration)
     lat: list[float] = []
     first: list[float] = []
     outcomes: Counter[str] = Counter()
+    when: list[tuple[float, float]] = []  # (latency, when it was sent, s after the start)
     async with session(4096, timeout_s) as client:
         for i in range(warmup):
             await one(client, t, i, stream)
@@ -106,8 +121,12 @@ async def open_loop(
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -0.05:
+            elif delay < -0.05 and i >= n_warm:
                 late += 1  # the generator itself fell behind the schedule
+            if i < n_warm:
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                    await one(client, t, i, stream)
+                return
             try:
                 status, f, total, headers = await one(client, t, i, stream)
             except TimeoutError:
@@ -119,16 +138,19 @@ async def open_loop(
             if status == 200:
                 first.append(f)
                 lat.append(total)
+                when.append((total, time.perf_counter() - total - start - warmup_s))
                 outcomes["200"] += 1
             else:
                 retry = "retry-after" in {k.lower() for k in headers}
                 outcomes[f"{status}{'+retry-after' if retry else ''}"] += 1
 
-        await asyncio.gather(*(fire(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
+        await asyncio.gather(*(fire(i) for i in range(n_warm + n)))
+        elapsed = time.perf_counter() - start - warmup_s
     return {
         "offered_rps": rate,
         "requests": n,
+        "sent": warmup + n_warm + n,
+        "warmup_s": warmup_s,
         "late_sends": late,
         "achieved_rps": len(lat) / elapsed,
         "p50_ms": percentile(lat, 50) * MS,
@@ -138,6 +160,8 @@ async def open_loop(
         "ttft_p99_ms": percentile(first, 99) * MS,
         "outcomes": dict(sorted(outcomes.items())),
         "errors": n - outcomes["200"],
+        # where the tail is: the 10 slowest answers, (seconds after the start, ms)
+        "slowest": [(round(t, 2), round(x * MS, 1)) for x, t in sorted(when, reverse=True)[:10]],
     }
 
 

@@ -234,7 +234,7 @@ def overload(t: Targets, seconds: float, timeout_s: float) -> tuple[float, dict[
     """Capacity (closed loop, 64 connections, 10 s: answers 200 per second), then 2x that offered
     for ``seconds``."""
     cap = asyncio.run(closed_loop(t, 64, duration=10.0))
-    over = asyncio.run(open_loop(t, 2 * cap["rps"], seconds, False, timeout_s=timeout_s))
+    over = asyncio.run(open_loop(t, 2 * cap["rps"], seconds, False, timeout_s=timeout_s, warmup_s=0.0))
     return cap["rps"], {
         **over,
         "client_timeout_s": timeout_s,
@@ -255,6 +255,16 @@ def main() -> None:
     ap.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--with-analyze", action="store_true", help="run `antidistill analyze` meanwhile")
+    ap.add_argument(
+        "--latency-only", action="store_true", help="only the added latency (no RSS, overload, peers)"
+    )
+    ap.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the gateway, e.g. ANTIDISTILL_SERVER__AUTH_CACHE_TTL_S=0 (repeatable)",
+    )
     ap.add_argument(
         "--litellm",
         type=Path,
@@ -285,6 +295,11 @@ def main() -> None:
             "HF_HUB_OFFLINE": "1",
         }
     )
+    for item in args.gateway_env:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            ap.error(f"--gateway-env takes KEY=VALUE, got {item!r}")
+        env[k] = v
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {
         "rate": args.rate,
@@ -369,11 +384,25 @@ def main() -> None:
         results["gateway"] = {**g, **added(g, direct)}
         for mode in ("json", "stream"):
             row(f"{rate} {mode}", "antidistill", g[mode])
-        sent = sum(r["requests"] + 50 for r in g.values())
+        sent = sum(r["sent"] for r in g.values())
         with httpx.Client() as c:  # the protections really ran
             r = c.post(via.url, json=BODY, headers=via.h(0))
             sent += 1
             assert r.status_code == 200 and "x-ratelimit-limit-requests" in r.headers, r.headers
+
+        results["gateway_env"] = args.gateway_env
+        if args.latency_only:
+            results["load_avg_1m"]["after"] = load_avg()
+            path = write_results("gateway_protections_latency", results)
+            print_table(
+                rows, ["test", "target", "achieved_rps", "p50_ms", "p99_ms", "ttft_p99_ms", "outcomes"]
+            )
+            a = results["gateway"]
+            print(
+                f"gateway: added p50/p99 {a['json_added_p50_ms']:.2f}/{a['json_added_p99_ms']:.2f} ms (json)"
+            )
+            print(f"wrote {path}")
+            return
 
         # 2. RSS over --rss-requests requests
         results["gateway"]["rss"] = rss_run(via, gw_proc.pid, args.rss_requests)
@@ -381,7 +410,7 @@ def main() -> None:
 
         # 3. capacity, then 2x capacity offered
         cap, over = overload(via, args.overload_s, args.timeout_s)
-        sent += over["capacity_requests"] + over["requests"] + 50
+        sent += over["capacity_requests"] + over["sent"]
         results["gateway"]["capacity_rps"] = cap
         results["gateway"]["overload_2x"] = over
         row(f"2x capacity ({2 * cap:.0f} req/s)", "antidistill", over)
