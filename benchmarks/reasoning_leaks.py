@@ -102,8 +102,6 @@ def prompts(n: int) -> list[str]:
     return out[:n]
 
 
-
-
 def case(column: str, carrier: str) -> dict[str, str]:
     """The fake upstream's options for one column (sent as body fields: proxies drop headers)."""
     if column == "tagged":

@@ -62,8 +62,7 @@ def test_flagged_accounts_get_the_kgw_canary_key_too(tmp_path: Path) -> None:
                 assert r.status_code == 200, r.text
         rt.events.flush()  # type: ignore[attr-defined]
         by_scheme = {
-            name: {r["scheme"] for r in rt.store.watermark_key_records("account", ids[name])}
-            for name in ids
+            name: {r["scheme"] for r in rt.store.watermark_key_records("account", ids[name])} for name in ids
         }
         events = {name: list(rt.store.iter_events(account_id=ids[name])) for name in ids}
     assert by_scheme == {"harvester": {"gumbel", "kgw"}, "customer": {"gumbel"}}
