@@ -202,6 +202,17 @@ class WatermarkSettings(BaseModel):
         None, description="Master secret for key derivation; default: read/created at master_secret_file."
     )
     master_secret_file: str = Field("./data/watermark.secret", description="0600 file with the secret.")
+    # canaries (issue 6; gateway/canaries.py, watermark/canaries.py) ---------------------------------
+    canaries: bool = Field(
+        True, description="Append a secret canary sentence to some answers of watermark_canary accounts."
+    )
+    canary_rate: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of such an account's answers (per prompt) that carry one."
+    )
+    canary_pool_size: int = Field(
+        1024, ge=1, le=1_000_000, description="Canary items derived from the master secret."
+    )
+    canary_per_account: int = Field(4, ge=1, le=64, description="Secret pool items assigned to each account.")
 
 
 class RiskSettings(BaseModel):

@@ -173,4 +173,4 @@ def test_too_little_text_is_inconclusive_and_bad_flags_fail_clearly(world: World
     bad = runner.invoke(
         app, ["audit", "--suspect-url", "x", "--suspect-model", "m", "--out", str(out), "--suspect-path", "w"]
     )
-    assert bad.exit_code == 2 and "not implemented yet" in bad.stderr
+    assert bad.exit_code == 2 and "not both" in bad.stderr  # URL or local weights, one suspect

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from antidistill.errors import NotFoundError
+from antidistill.forensics.extra_tests import ExtraTestsConfig, add_canary_and_similarity  # issue 6
 from antidistill.forensics.identity import identity_prompts, identity_test
 from antidistill.forensics.radioactivity import MIN_SCORED_TOKENS, radioactivity_test
+from antidistill.forensics.reading import ReadingConfig  # open-weights reading mode (issue 6)
 from antidistill.forensics.report import Arm, build_report, write_report
 from antidistill.forensics.suspect import SuspectClient
 from antidistill.store.base import Store
@@ -31,6 +33,8 @@ class AuditConfig:
     min_tokens: int = MIN_SCORED_TOKENS
     params: dict[str, Any] = field(default_factory=lambda: {"temperature": 1.0, "max_tokens": 256})
     identity_samples: int = 2
+    extra: ExtraTestsConfig = field(default_factory=ExtraTestsConfig)  # canary recall + similarity
+    reading: ReadingConfig = field(default_factory=ReadingConfig)  # open weights only (reading mode)
 
 
 def _identity_answers(client: SuspectClient, cfg: AuditConfig) -> list[str]:
@@ -81,6 +85,8 @@ def run_audit(
     out_dir: Path,
     *,
     command: str,
+    teacher: SuspectClient | None = None,  # our model, for output_similarity
+    reference: SuspectClient | None = None,  # a reference model for output_similarity (else control)
 ) -> dict[str, Any]:
     keys = recorded_keys(store, master_secret, tok)
     try:
@@ -95,7 +101,32 @@ def run_audit(
         if control is not None
         else None
     )
+    # --- canary recall + output similarity (forensics/extra_tests.py), appended to both arms ---
+    extra_settings = add_canary_and_similarity(
+        s_arm,
+        c_arm,
+        suspect,
+        control,
+        prompts=cfg.prompts,
+        params=cfg.params,
+        prompt_source=cfg.prompt_source,
+        extra=cfg.extra,
+        store=store,
+        master_secret=master_secret,
+        alpha=cfg.alpha,
+        teacher=teacher,
+        reference=reference,
+    )
+    # --- end canary recall + output similarity ---
+    # --- open-weights reading mode (forensics/reading.py): arms whose model has local weights ---
+    from antidistill.forensics.reading import add_reading_test
+
+    for arm, client in ((s_arm, suspect), (c_arm, control)):
+        if arm is not None and client is not None:
+            add_reading_test(arm, client, cfg.reading, tok, keys, account_keys, store, alpha=cfg.alpha)
+    # --- end open-weights reading mode ---
     settings = {
+        **extra_settings,
         "prompt_source": cfg.prompt_source,
         "n_prompts": len(cfg.prompts),
         "params": cfg.params,

@@ -8,6 +8,10 @@ Verdict rule (per arm; the suspect's is the report's verdict):
   min(1, m * p_radioactivity) <= ``DISTILLED_P`` (1e-6) AND the control arm (when run) is not itself
   significant at ``CONTROL_ALARM_P`` (1e-3; a flagged control means the setup is broken: inconclusive).
   Identity probes alone never give "distilled": they are supporting evidence.
+  Canary recall (``DECIDING``) can give "distilled" the same way: conclusive (a canary recalled) and
+  min(1, m * p_canary) <= ``DISTILLED_P``. Tests in ``SUPPORTING_ONLY`` (output similarity) are shown
+  but are not among the m tests and never decide. The open-weights reading test
+  (``radioactivity_reading``, ``--suspect-path``) decides like the API radioactivity test.
 * ``not_distilled`` if the radioactivity test is conclusive and ``p_value`` > ``NOT_DISTILLED_P`` (0.01):
   enough scored text and no test shows anything. It means "no detectable trace at this power", not
   proof of innocence (see the limits below).
@@ -32,10 +36,21 @@ DISTILLED_P = 1e-6
 NOT_DISTILLED_P = 1e-2
 CONTROL_ALARM_P = 1e-3
 RADIOACTIVITY = "radioactivity_api"
+# --- canary recall + output similarity (issue 6) ---
+CANARY = "canary_recall"
+DECIDING = (RADIOACTIVITY, CANARY)  # exact tests whose nulls hold by construction (secret keys/canaries)
+# --- open-weights reading mode (issue 6) ---
+READING = "radioactivity_reading"
+DECIDING_ALL: tuple[str, ...] = (*DECIDING, READING)
+# --- end ---
+SUPPORTING_ONLY = frozenset({"output_similarity"})  # shown, never part of p_value or the verdict
+# --- end ---
 
 VERDICT_RULE = (
-    f"p_value = Bonferroni over the arm's tests (min(1, m * min p), inconclusive tests count with p = 1). "
-    f"distilled: radioactivity conclusive and min(1, m * p_radioactivity) <= {DISTILLED_P:g}, and the "
+    f"p_value = Bonferroni over the arm's tests (min(1, m * min p), inconclusive tests count with p = 1; "
+    f"output_similarity is supporting evidence and not counted). "
+    f"distilled: radioactivity (API or reading mode) or canary recall conclusive with min(1, m * p) <= "
+    f"{DISTILLED_P:g}, and the "
     f"control arm not significant at {CONTROL_ALARM_P:g}; identity probes alone never suffice. "
     f"not_distilled: radioactivity conclusive and p_value > {NOT_DISTILLED_P:g}. inconclusive: otherwise."
 )
@@ -53,6 +68,21 @@ LIMITS = [
     "or be instructed to hide its origin. They never decide the verdict alone.",
     "Answers depend on the suspect's sampling parameters and prompts; the cache file keeps every answer "
     "so the run can be re-scored and checked.",
+    # --- canary recall + output similarity (issue 6) ---
+    "Canary recall only speaks if canaries were served (to accounts under watermark_canary, before the "
+    "harvest) and the student memorized them; a distiller who drops appended side notes or trains on "
+    "paraphrases removes them, so no recall is never evidence of innocence. A recalled canary names the "
+    "accounts it was served to; canaries shared by several accounts name all of them.",
+    "Output similarity is supporting evidence only and never enters p_value or the verdict: its null "
+    "(teacher and reference interchangeable) does not hold by construction; related models or shared "
+    "training data make a suspect resemble us without distillation.",
+    # --- end ---
+    # --- open-weights reading mode (issue 6) ---
+    "Reading mode needs the suspect's weights and our tokenizer (its predictions are read as our token "
+    "ids): a student with another tokenizer is tested by the API-mode test only. Its power comes mostly "
+    "from texts the student trained on (memorized marked tokens); texts it never saw carry little signal "
+    "for the Gumbel default keys.",
+    # --- end ---
 ]
 
 MEANING = {
@@ -60,6 +90,19 @@ MEANING = {
     "aligned with one of our keys (exact, deduplicated, Bonferroni over every key).",
     "identity_probes": "Probability of the suspect naming our model/company at least this often if it did "
     "so no more than the reference (control model or configured rate). Supporting evidence only.",
+    # --- canary recall + output similarity (issue 6) ---
+    CANARY: "Probability that a model never trained on our canary-carrying answers names the secret "
+    "completion of this many served canaries (exact: each completion is a secret uniform draw among "
+    "public candidates). Accounts that received the recalled canaries are named.",
+    "output_similarity": "Probability that the suspect's answers are at least this much closer to ours "
+    "than to a reference model's if both were interchangeable (paired sign-flip test). Supporting "
+    "evidence only: not in p_value or the verdict.",
+    # --- end ---
+    # --- open-weights reading mode (issue 6) ---
+    READING: "Probability that a model never trained on text marked with our keys predicts, while reading "
+    "our watermarked answers, next tokens this aligned with one of our keys (exact: only windows the "
+    "model had not seen earlier in the text, each scored once; Bonferroni over every key).",
+    # --- end ---
 }
 
 
@@ -87,28 +130,37 @@ def combined_log10_p(tests: Sequence[TestResult]) -> float:
 
 def decide(arm: Arm, control: Arm | None) -> None:
     """Apply the verdict rule to ``arm`` (in place)."""
-    m = len(arm.tests)
-    arm.log10_p = combined_log10_p(arm.tests)
+    tests = [t for t in arm.tests if t.name not in SUPPORTING_ONLY]  # similarity: shown, not counted
+    m = len(tests)
+    arm.log10_p = combined_log10_p(tests)
     arm.p_value = 10.0**arm.log10_p
-    radio = next((t for t in arm.tests if t.name == RADIOACTIVITY), None)
-    if radio is None or radio.inconclusive:
+    radio = next((t for t in tests if t.name == RADIOACTIVITY), None)
+    # the strongest conclusive deciding test (radioactivity or canary recall), Bonferroni over m
+    lp_best, best = min(
+        (
+            (min(0.0, math.log10(m) + t.log10_p), t.name)
+            for t in tests
+            if t.name in DECIDING_ALL and not t.inconclusive
+        ),
+        default=(0.0, ""),
+    )
+    control_alarm = control is not None and control.log10_p <= math.log10(CONTROL_ALARM_P)
+    if lp_best <= math.log10(DISTILLED_P) and control_alarm:
+        arm.verdict = "inconclusive"
+        arm.reason = (
+            f"the control arm is itself significant (p = {control.p_value:.3g}): the setup is suspect"  # type: ignore[union-attr]
+        )
+    elif lp_best <= math.log10(DISTILLED_P):
+        arm.verdict = "distilled"
+        label = "radioactivity" if best == RADIOACTIVITY else best.replace("_", " ")
+        arm.reason = f"{label} log10 p (x{m} tests) = {lp_best:.2f} <= log10 {DISTILLED_P:g}"
+    elif radio is None or radio.inconclusive:
         arm.verdict = "inconclusive"
         arm.reason = (
             "the radioactivity test is inconclusive (too little scored text)"
             if radio
             else "no radioactivity test"
         )
-        return
-    lp_radio = min(0.0, math.log10(m) + radio.log10_p)
-    control_alarm = control is not None and control.log10_p <= math.log10(CONTROL_ALARM_P)
-    if lp_radio <= math.log10(DISTILLED_P) and control_alarm:
-        arm.verdict = "inconclusive"
-        arm.reason = (
-            f"the control arm is itself significant (p = {control.p_value:.3g}): the setup is suspect"  # type: ignore[union-attr]
-        )
-    elif lp_radio <= math.log10(DISTILLED_P):
-        arm.verdict = "distilled"
-        arm.reason = f"radioactivity log10 p (x{m} tests) = {lp_radio:.2f} <= log10 {DISTILLED_P:g}"
     elif arm.p_value > NOT_DISTILLED_P:
         arm.verdict = "not_distilled"
         arm.reason = f"enough scored text and no test below {NOT_DISTILLED_P:g} (p = {arm.p_value:.3g})"
@@ -166,9 +218,11 @@ def build_report(
         "settings": settings,
         "limits": LIMITS,
         "not_run": [
-            "radioactivity_open_weights (reading mode; --suspect-path not implemented yet)",
-            "canary_recall",
-            "output_distribution_similarity",
+            *(
+                []
+                if any(t["name"] == READING for t in out["tests"])
+                else ["radioactivity_reading (open weights only: audit with --suspect-path)"]
+            ),
         ],
     }
 

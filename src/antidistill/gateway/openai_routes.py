@@ -25,6 +25,7 @@ from antidistill.errors import (
     BackendTimeoutError,
     ModelNotFoundError,
 )
+from antidistill.gateway.canaries import canary_completion, canary_for, canary_stream  # issue 6: canaries
 from antidistill.gateway.enforcement import Admission, Enforcer
 from antidistill.gateway.http import JSONResponse, bearer_token, client_ip, error_response, read_json
 from antidistill.gateway.recorder import ExchangeRecord
@@ -34,6 +35,7 @@ from antidistill.gateway.schemas import parse_chat, parse_completion
 from antidistill.hardening import ReasoningGuard
 from antidistill.policy.params import Changes
 from antidistill.store.base import Account, ApiKey
+from antidistill.watermark.canaries import CanaryChoice
 
 log = logging.getLogger("antidistill.gateway")
 T = TypeVar("T")
@@ -140,6 +142,7 @@ async def _generate(request: Request, kind: str) -> Response:
         limit_headers = admission.headers() if admission is not None else {}
         # strip_reasoning: decided here, before the backend is called and before any byte is sent
         guard = None if decision is None or decision.reasoning is None else ReasoningGuard(decision.reasoning)
+        canary = canary_for(rt, decision, account.id, gen)  # watermark_canary: a canary sentence or None
         created = int(rt.clock.now())
         rec.stream = parsed.stream
         if parsed.stream:
@@ -151,7 +154,7 @@ async def _generate(request: Request, kind: str) -> Response:
                 await chunks.aclose()
                 raise
             response = _stream_response(
-                gen, rec, chunks, first, created, include_usage, admission, limit_headers, guard
+                gen, rec, chunks, first, created, include_usage, admission, limit_headers, guard, canary
             )
             admission = None  # the stream settles it
             return response
@@ -159,6 +162,8 @@ async def _generate(request: Request, kind: str) -> Response:
         if guard is not None:
             result = guard.complete(result)
             rec.params["reasoning"] = guard.stats.as_dict()
+        if canary is not None:
+            result = canary_completion(result, canary, rec)
         rec.finish(200, result=result)
         if admission is not None:
             await admission.settle(result.usage.total_tokens)
@@ -213,6 +218,7 @@ def _stream_response(
     admission: Admission | None = None,
     limit_headers: dict[str, str] | None = None,
     guard: ReasoningGuard | None = None,
+    canary: CanaryChoice | None = None,
 ) -> StreamingResponse:
     renderer = ChunkRenderer(gen, created, include_usage)
 
@@ -226,6 +232,8 @@ def _stream_response(
         status, code = 200, None
         try:
             source = rest() if guard is None else guard.stream(rest())
+            if canary is not None:
+                source = canary_stream(source, canary, rec)
             async with contextlib.aclosing(source) as stream:
                 async for chunk in stream:
                     rec.add_chunk(chunk)
