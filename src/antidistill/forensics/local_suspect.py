@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from antidistill.errors import ConfigError
-from antidistill.forensics.suspect import Answer, ClientStats, ResponseCache, cache_key
+from antidistill.forensics.suspect import Answer, ClientStats, ResponseCache, plan_queries
 
 _FINGERPRINT_BYTES = 1 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
@@ -118,21 +118,9 @@ class LocalSuspect:
     def query(self, prompts: Sequence[str], params: Mapping[str, Any] | None = None) -> list[Answer]:
         """One answer per prompt, in order: cache first, then generation within the budget."""
         params = dict(params or {})
-        out: list[Answer | None] = [None] * len(prompts)
-        todo: list[tuple[int, str, str]] = []
-        for i, prompt in enumerate(prompts):
-            key = cache_key(self.endpoint, self.model_name, prompt, params)
-            hit = self.cache.get(key)
-            if hit is not None:
-                out[i] = Answer(prompt, hit, cached=True)
-                self.stats.cache_hits += 1
-            else:
-                todo.append((i, prompt, key))
-        allowed = max(0, self.budget - self.stats.sent)
-        for i, prompt, _ in todo[allowed:]:
-            out[i] = Answer(prompt, None, skipped=True, error="query budget exhausted")
-            self.stats.skipped += 1
-        todo = todo[:allowed]
+        out, todo = plan_queries(
+            self.cache, self.stats, self.endpoint, self.model_name, prompts, params, self.budget
+        )
         bar = None
         if self.progress and todo:
             from tqdm import tqdm

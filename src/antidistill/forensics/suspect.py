@@ -122,6 +122,35 @@ class ClientStats:
         }
 
 
+def plan_queries(
+    cache: ResponseCache,
+    stats: ClientStats,
+    endpoint: str,
+    model: str,
+    prompts: Sequence[str],
+    params: dict[str, Any],
+    budget: int,
+) -> tuple[list[Answer | None], list[tuple[int, str, str]]]:
+    """What a suspect client must still ask: answers from the cache, prompts beyond the budget
+    answered as skipped, and the rest to send as ``(index, prompt, cache key)`` (for the HTTP and the
+    local-weights clients alike)."""
+    out: list[Answer | None] = [None] * len(prompts)
+    todo: list[tuple[int, str, str]] = []
+    for i, prompt in enumerate(prompts):
+        key = cache_key(endpoint, model, prompt, params)
+        hit = cache.get(key)
+        if hit is not None:
+            out[i] = Answer(prompt, hit, cached=True)
+            stats.cache_hits += 1
+        else:
+            todo.append((i, prompt, key))
+    allowed = max(0, budget - stats.sent)
+    for i, prompt, _ in todo[allowed:]:
+        out[i] = Answer(prompt, None, skipped=True, error="query budget exhausted")
+        stats.skipped += 1
+    return out, todo[:allowed]
+
+
 @dataclass
 class SuspectClient:
     """One suspect (or control) model. ``params`` are the sampling parameters sent with every prompt."""
@@ -164,21 +193,9 @@ class SuspectClient:
 
     async def aquery(self, prompts: Sequence[str], params: Mapping[str, Any] | None = None) -> list[Answer]:
         params = dict(params or {})
-        out: list[Answer | None] = [None] * len(prompts)
-        todo: list[tuple[int, str, str]] = []
-        for i, prompt in enumerate(prompts):
-            key = cache_key(self.endpoint, self.model, prompt, params)
-            hit = self.cache.get(key)
-            if hit is not None:
-                out[i] = Answer(prompt, hit, cached=True)
-                self.stats.cache_hits += 1
-            else:
-                todo.append((i, prompt, key))
-        allowed = max(0, self.budget - self.stats.sent)
-        for i, prompt, _ in todo[allowed:]:
-            out[i] = Answer(prompt, None, skipped=True, error="query budget exhausted")
-            self.stats.skipped += 1
-        todo = todo[:allowed]
+        out, todo = plan_queries(
+            self.cache, self.stats, self.endpoint, self.model, prompts, params, self.budget
+        )
         bar = None
         if self.progress and todo:
             from tqdm import tqdm
