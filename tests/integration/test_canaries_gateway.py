@@ -28,7 +28,7 @@ def _sse_text(body: str) -> tuple[str, list[dict[str, Any]]]:
 
 def _book(env: Any) -> CanaryBook:
     """The deployment's pool, derived independently of the gateway from the same master secret."""
-    server = canary_server(env.rt)  # creates the secret file on first use, as a first request would
+    server = canary_server(env.rt)  # built at start-up from the master secret
     assert server is not None
     wm = env.rt.settings.watermark
     secret = load_master_secret(WatermarkSettings(master_secret_file=wm.master_secret_file), create=False)

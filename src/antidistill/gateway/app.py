@@ -115,6 +115,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from antidistill.backends.registry import build_backend
+        from antidistill.gateway.canaries import build_canary_server
         from antidistill.gateway.watermarking import build_watermarker
         from antidistill.store import EventWriter, open_store
 
@@ -138,6 +139,7 @@ def create_app(
         try:
             await be.start()
             wm = watermarker if watermarker is not None else build_watermarker(settings, be, st)
+            canaries = await anyio.to_thread.run_sync(build_canary_server, settings)
             app.state.rt = Runtime(
                 settings=settings,
                 store=st,
@@ -148,6 +150,7 @@ def create_app(
                 watermarker=wm,
                 enforcer=enforcer,
                 auth=auth,
+                canaries=canaries,
             )
             log.info("gateway ready: backend=%s models=%s store=%s", be.name, be.model_ids(), _safe_url(st))
             if settings.risk.enabled:

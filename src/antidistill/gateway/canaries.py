@@ -32,7 +32,6 @@ from antidistill.settings import Settings
 from antidistill.watermark.canaries import CanaryBook, CanaryChoice, canary_suffix, prompt_key
 
 log = logging.getLogger("antidistill.gateway")
-_EXTRAS_KEY = "canaries"
 ACTION = "watermark_canary"
 
 
@@ -56,19 +55,20 @@ class CanaryServer:
         return self.book.choose(account_id, key, self.rate)
 
 
+def build_canary_server(settings: Settings) -> CanaryServer | None:
+    """Built once in the app's lifespan (reads the master secret: never on the request path); None
+    when disabled or when the master secret cannot be read (logged; answers are then served
+    without canaries)."""
+    try:
+        return CanaryServer.from_settings(settings)
+    except Exception:
+        log.exception("canaries disabled: could not derive the canary pool")
+        return None
+
+
 def canary_server(rt: Runtime) -> CanaryServer | None:
-    """The runtime's canary server, built on first use (kept in ``rt.extras``); None when disabled
-    or when the master secret cannot be read (logged once; answers are then served without)."""
-    extras = rt.extras if rt.extras is not None else {}
-    rt.extras = extras
-    if _EXTRAS_KEY not in extras:
-        try:
-            extras[_EXTRAS_KEY] = CanaryServer.from_settings(rt.settings)
-        except Exception:
-            log.exception("canaries disabled: could not derive the canary pool")
-            extras[_EXTRAS_KEY] = None
-    server: CanaryServer | None = extras[_EXTRAS_KEY]
-    return server
+    """The runtime's canary server (``rt.canaries``)."""
+    return rt.canaries
 
 
 def canary_for(

@@ -13,6 +13,7 @@ from antidistill.store.base import Account, Event, Store
 
 if TYPE_CHECKING:
     from antidistill.gateway.auth_cache import AuthCache
+    from antidistill.gateway.canaries import CanaryServer
     from antidistill.gateway.enforcement import Enforcer
 
 
@@ -37,6 +38,7 @@ class Runtime:
     watermarker: Watermarker | None = None
     enforcer: Enforcer | None = None  # None when policy.enabled is false
     auth: AuthCache | None = None  # None: authentication reads the store on every request
+    canaries: CanaryServer | None = None  # None: no canary sentences (disabled, or no secret)
     extras: dict[str, Any] | None = None
 
     async def operator_changed(self, account_id: str | None = None) -> None:
