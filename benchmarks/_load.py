@@ -11,8 +11,12 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,6 +41,36 @@ def free_port() -> int:
 def pinned(core: int | None) -> list[str]:
     """``taskset`` prefix pinning a process to one core (nothing on a 1-core machine)."""
     return ["taskset", "-c", str(core)] if core is not None and (os.cpu_count() or 1) > 1 else []
+
+
+def start_fake_upstream(
+    port: int,
+    env: dict[str, str],
+    *,
+    delay_ms: float | None = None,
+    core: int | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """``antidistill.evaluation.fake_upstream`` on ``port`` (optionally pinned to ``core``)."""
+    cmd = [*pinned(core), sys.executable, "-m", "antidistill.evaluation.fake_upstream", "--port", str(port)]
+    if delay_ms is not None:
+        cmd += ["--delay-ms", str(delay_ms)]
+    if log is None:
+        return subprocess.Popen(cmd, env=env)
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """Terminate every process that still runs; kill what does not stop within ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def wait_http(url: str, timeout: float = 120) -> None:

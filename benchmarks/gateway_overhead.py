@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._load import Targets, closed_loop, open_loop
+from benchmarks._load import Targets, closed_loop, open_loop, start_fake_upstream, stop_all
 from benchmarks._load import free_port as _free_port
 from benchmarks._load import pinned as _pinned
 from benchmarks._load import wait_http as _wait_http
@@ -51,21 +51,7 @@ def main() -> None:
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    *_pinned(0),
-                    str(VENV_BIN / "python"),
-                    "-m",
-                    "antidistill.evaluation.fake_upstream",
-                    "--port",
-                    str(up_port),
-                    "--delay-ms",
-                    str(args.delay_ms),
-                ],
-                env=env,
-            )
-        )
+        procs.append(start_fake_upstream(up_port, env, delay_ms=args.delay_ms, core=0))
         out = subprocess.run(
             [str(VENV_BIN / "antidistill"), "keys", "create", "bench", "--json", "--database-url", db],
             env=env,
@@ -139,13 +125,7 @@ def main() -> None:
         )
         print(f"wrote {path}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._load import BODY, Targets, closed_loop, open_loop
+from benchmarks._load import BODY, Targets, closed_loop, open_loop, start_fake_upstream, stop_all
 from benchmarks._load import free_port as _free_port
 from benchmarks._load import pinned as _pinned
 from benchmarks._load import wait_http as _wait_http
@@ -323,21 +323,7 @@ def main() -> None:
         rows.append({"test": name, "target": target, **r})
 
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    *_pinned(0),
-                    str(VENV_BIN / "python"),
-                    "-m",
-                    "antidistill.evaluation.fake_upstream",
-                    "--port",
-                    str(up_port),
-                    "--delay-ms",
-                    str(args.delay_ms),
-                ],
-                env=env,
-            )
-        )
+        procs.append(start_fake_upstream(up_port, env, delay_ms=args.delay_ms, core=0))
         _wait_http(f"http://127.0.0.1:{up_port}/v1/models")
         upstream = f"http://127.0.0.1:{up_port}/v1"
         rate = f"{args.rate:.0f} req/s"
@@ -510,14 +496,7 @@ def main() -> None:
         print(f"load average (1 min) before/after: {results['load_avg_1m']}")
         print(f"wrote {path}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         cleanup(args.database_url, schema, args.redis_url, prefix)
 
 

@@ -62,6 +62,7 @@ from antidistill.evaluation.fake_reasoning import (
     translation_for,
 )
 from benchmarks._load import free_port as _free_port
+from benchmarks._load import start_fake_upstream, stop_all
 from benchmarks._load import wait_http as _wait_http
 from benchmarks._util import percentile, print_table, write_results
 
@@ -187,19 +188,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     unmimic_note = None
     try:
-        procs.append(
-            start(
-                [
-                    str(VENV_BIN / "python"),
-                    "-m",
-                    "antidistill.evaluation.fake_upstream",
-                    "--port",
-                    str(up_port),
-                ],
-                env,
-                tmp / "upstream.log",
-            )
-        )
+        procs.append(start_fake_upstream(up_port, env, log=tmp / "upstream.log"))
         out = subprocess.run(
             [str(VENV_BIN / "antidistill"), "keys", "create", "bench", "--json", "--database-url", db],
             env=env,
@@ -270,13 +259,7 @@ def main() -> None:
         report(results)
         print(f"wrote {path}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def run_matrix(targets: dict[str, tuple[str, dict[str, str]]], qs: list[str], piece: int) -> dict[str, Any]:
