@@ -89,43 +89,31 @@ def _decide(
     _echo({"account": account_json(acc), "decision": decision_json(decision)})
 
 
-@app.command("allow")
-@cli_errors
-def allow(
-    account: str = AccountArg,
-    reason: str = ReasonOption,
-    by: str | None = ByOption,
-    config: str | None = ConfigOption,
-    database_url: str | None = DatabaseOption,
-) -> None:
-    """Allow: no action on this account, even when the risk engine flags it (until another decision)."""
-    _decide("allow", account, reason, by, config, database_url)
+def _simple_decision(action: str, doc: str) -> None:
+    """Register ``antidistill accounts <action>`` (decisions that take no params)."""
+
+    def command(
+        account: str = AccountArg,
+        reason: str = ReasonOption,
+        by: str | None = ByOption,
+        config: str | None = ConfigOption,
+        database_url: str | None = DatabaseOption,
+    ) -> None:
+        _decide(action, account, reason, by, config, database_url)
+
+    command.__doc__ = doc
+    app.command(action)(cli_errors(command))
 
 
-@app.command("block")
-@cli_errors
-def block(
-    account: str = AccountArg,
-    reason: str = ReasonOption,
-    by: str | None = ByOption,
-    config: str | None = ConfigOption,
-    database_url: str | None = DatabaseOption,
-) -> None:
-    """Block: every request gets 403 account_blocked (x-should-retry: false), from the next one on."""
-    _decide("block", account, reason, by, config, database_url)
-
-
-@app.command("reset")
-@cli_errors
-def reset(
-    account: str = AccountArg,
-    reason: str = ReasonOption,
-    by: str | None = ByOption,
-    config: str | None = ConfigOption,
-    database_url: str | None = DatabaseOption,
-) -> None:
-    """Reset: ignore the findings made so far; the policy applies again to later findings."""
-    _decide("reset", account, reason, by, config, database_url)
+_simple_decision(
+    "allow", "Allow: no action on this account, even when the risk engine flags it (until another decision)."
+)
+_simple_decision(
+    "block", "Block: every request gets 403 account_blocked (x-should-retry: false), from the next one on."
+)
+_simple_decision(
+    "reset", "Reset: ignore the findings made so far; the policy applies again to later findings."
+)
 
 
 @app.command("throttle")
