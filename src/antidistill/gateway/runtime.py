@@ -44,10 +44,10 @@ class Runtime:
     async def operator_changed(self, account_id: str | None = None) -> None:
         """After an operator change is committed: apply it to the very next request here, and on
         every replica when they share Redis (gateway/auth_cache.py)."""
-        if self.enforcer is not None:
+        if self.auth is not None:  # drops every cache here (on_change) and tells the other replicas
+            await self.auth.announce()
+        elif self.enforcer is not None:
             if account_id is not None:
                 self.enforcer.forget(account_id)
             else:
                 self.enforcer.forget_all()
-        if self.auth is not None:
-            await self.auth.announce()
